@@ -7,5 +7,7 @@ executes in minutes; the notebook kernels nbval starts inherit this environment.
 import os
 
 os.environ.setdefault("LLMKIT_QUICK", "1")
-# Widgets fall back to static figures when no browser is attached; nbval has none.
-os.environ.setdefault("MPLBACKEND", "Agg")
+# Notebooks executed by nbval have no browser attached: their views draw static figures
+# (a live FigureWidget would carry plotly's 4 MB of JavaScript into every saved output).
+# The browser test removes this setting for the JupyterLab it drives.
+os.environ.setdefault("LLMKIT_STATIC", "1")
