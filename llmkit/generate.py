@@ -1,0 +1,315 @@
+"""Generation: turn a model's next-token logits into text, one token at a time (lesson 08).
+
+The loop is always the same: run the model on the tokens so far, take the logits of the
+last position, reshape them into a probability distribution, pick a token, append it,
+repeat. The lesson builds the reshaping step by step, and so does this file:
+
+1. the pure helpers, each (batch, vocab) logits -> (batch, vocab) logits:
+   `apply_repetition_penalty`, `apply_temperature`, `top_k_filter`, `top_p_filter`,
+   combined by `next_token_probs` in that order (the order of Hugging Face's generate);
+2. the loop: `generate` (a batch, returns a tensor), `stream` (yields tokens as they come)
+   and `generate_text` (str in, str out), with a KV cache so each step feeds one token;
+3. `format_chat`, the chat template of lessons 09-10.
+
+Temperature 0 means greedy decoding (always the most likely token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+# --- 1. shaping the distribution ---------------------------------------------------------
+
+
+def check_logits(logits: torch.Tensor) -> None:
+    """Raise a ValueError unless logits is a floating (batch, vocab) tensor."""
+    if not isinstance(logits, torch.Tensor):
+        raise ValueError(f"expected a logits tensor, got {type(logits).__name__}.")
+    if logits.dim() != 2 or not logits.is_floating_point():
+        got = f"{tuple(logits.shape)} {logits.dtype}"
+        raise ValueError(
+            f"expected float logits shaped (batch, vocab), got {got}; for a model's output "
+            "take the last position: logits[:, -1, :]."
+        )
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(B, V) -> (B, V) logits / temperature: below 1 sharpens the distribution, above 1
+    flattens it. temperature must be > 0 (temperature 0, greedy, is next_token_probs' job).
+    """
+    check_logits(logits)
+    if temperature <= 0:
+        raise ValueError(
+            f"temperature must be > 0 here, got {temperature}; use 0 in generate() for greedy."
+        )
+    return logits / temperature
+
+
+def top_k_filter(logits: torch.Tensor, k: int | None) -> torch.Tensor:
+    """(B, V) -> (B, V): every logit below the k-th largest of its row becomes -inf.
+
+    Ties with the k-th largest are kept. k None, or k >= V, keeps everything.
+    """
+    check_logits(logits)
+    if k is None or k >= logits.shape[-1]:
+        return logits
+    if k < 1:
+        raise ValueError(f"top_k must be a positive integer or None, got {k}.")
+    kth_largest = torch.topk(logits, k, dim=-1).values[:, -1:]
+    return logits.masked_fill(logits < kth_largest, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float | None) -> torch.Tensor:
+    """(B, V) -> (B, V): nucleus sampling (Holtzman et al. 2019).
+
+    Keeps the smallest set of most likely tokens whose probabilities add up to at least p,
+    and sets the others to -inf. The most likely token is always kept. p None or 1 keeps all.
+    """
+    check_logits(logits)
+    if p is None or p >= 1.0:
+        return logits
+    if p <= 0.0:
+        raise ValueError(f"top_p must be in (0, 1], got {p}.")
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    # A token is dropped when the tokens ranked above it already reach p.
+    mass_before = probs.cumsum(dim=-1) - probs
+    drop_sorted = mass_before >= p
+    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def apply_repetition_penalty(logits: torch.Tensor, previous: torch.Tensor,
+                             penalty: float) -> torch.Tensor:
+    """(B, V) logits, previous: (B, T) token ids -> (B, V), the CTRL repetition penalty.
+
+    For every token already in the row's `previous` tokens, a positive logit is divided by
+    `penalty` and a negative one multiplied by it, so penalty > 1 makes repeats less likely
+    (Keskar et al. 2019, as in Hugging Face). penalty 1 changes nothing.
+    """
+    check_logits(logits)
+    if penalty <= 0:
+        raise ValueError(f"repetition_penalty must be > 0 (1 = off), got {penalty}.")
+    if previous.dim() != 2 or previous.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"previous must be (batch, T) token ids with batch {logits.shape[0]} like the "
+            f"logits, got shape {tuple(previous.shape)}."
+        )
+    if penalty == 1.0 or previous.numel() == 0:
+        return logits
+    seen = torch.gather(logits, -1, previous)
+    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits.scatter(-1, previous, seen)
+
+
+def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                     top_p: float | None = None, repetition_penalty: float = 1.0,
+                     previous: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, V) logits -> (B, V) probabilities to sample the next token from.
+
+    Applies, in order: the repetition penalty (over `previous`, (B, T) ids), temperature,
+    top-k, top-p. temperature 0 puts all the probability on the most likely token.
+    """
+    check_logits(logits)
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
+    logits = logits.float()
+    if previous is not None:
+        logits = apply_repetition_penalty(logits, previous, repetition_penalty)
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
+    logits = top_p_filter(top_k_filter(apply_temperature(logits, temperature), top_k), top_p)
+    return logits.softmax(dim=-1)
+
+
+# --- 2. the decoding loop --------------------------------------------------------------
+
+
+def sample_tokens(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+                  top_k: int | None = None, top_p: float | None = None,
+                  repetition_penalty: float = 1.0, use_kv_cache: bool = True,
+                  generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+    """Yield max_new_tokens next tokens, each (B,) int64, for the (B, T) prompt idx.
+
+    The model must be in eval mode and gradients off (generate and stream see to both).
+    The context is cropped to the model's last context_length tokens. With the KV cache,
+    each step feeds only the newest token; once the cache is full (the window slides) the
+    cache is refilled from the last context_length tokens, which is exactly what the
+    uncached path sees, so both paths give the same tokens.
+    """
+    limit = model.config.context_length
+    tokens = idx
+    cache = model.new_kv_cache(idx.shape[0]) if use_kv_cache else None
+    new_input = tokens[:, -limit:]
+    for _ in range(max_new_tokens):
+        if cache is None:
+            logits = model.next_token_logits(tokens[:, -limit:])
+        else:
+            if new_input.shape[1] > cache.remaining:
+                cache.reset()
+                new_input = tokens[:, -limit:]
+            logits = model.next_token_logits(new_input, kv_cache=cache)
+        probs = next_token_probs(logits, temperature, top_k, top_p, repetition_penalty,
+                                 previous=tokens if repetition_penalty != 1.0 else None)
+        if temperature == 0:
+            next_token = probs.argmax(-1)
+        elif generator is not None and generator.device != probs.device:
+            # Draw where the generator lives (e.g. a CPU generator from seed_everything while
+            # the model is on a GPU): the same seed then gives the same tokens on every device.
+            drawn = torch.multinomial(probs.cpu(), 1, generator=generator)
+            next_token = drawn.squeeze(-1).to(probs.device)
+        else:
+            next_token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        tokens = torch.cat([tokens, next_token[:, None]], dim=1)
+        new_input = next_token[:, None]
+        yield next_token
+
+
+def check_prompt(model, idx: torch.Tensor, max_new_tokens: int) -> None:
+    """Raise a ValueError unless idx is a non-empty (batch, T) integer tensor, max_new_tokens
+    a non-negative int and model an llmkit GPT."""
+    if not isinstance(idx, torch.Tensor):
+        raise ValueError(f"idx must be a (batch, T) tensor of token ids, got {type(idx).__name__}.")
+    if idx.dim() != 2 or idx.shape[1] == 0 or idx.is_floating_point():
+        got = f"{tuple(idx.shape)} {idx.dtype}"
+        raise ValueError(
+            f"idx must be a (batch, T) integer tensor with T >= 1, got {got}; "
+            "for one prompt use torch.tensor([token_ids])."
+        )
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}.")
+    if not hasattr(model, "next_token_logits") or not hasattr(model, "config"):
+        raise ValueError(f"generate needs an llmkit GPT, got {type(model).__name__}.")
+
+
+@torch.no_grad()
+def generate(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None,
+             repetition_penalty: float = 1.0, stop_tokens=None, use_kv_cache: bool = True,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Continue each row of idx: (B, T) int64 -> (B, T + n_new) int64, n_new <= max_new_tokens.
+
+    temperature 0 is greedy. stop_tokens (ids): generation ends early once every row has
+    produced one; rows that stopped sooner are padded with the stop token they produced.
+    `generator` (a torch.Generator, e.g. from llmkit.device.seed_everything) makes sampling
+    repeatable. idx is moved to the model's device. Runs in eval mode without gradients and
+    restores the model's mode afterwards.
+    """
+    check_prompt(model, idx, max_new_tokens)
+    idx = idx.to(device=next(model.parameters()).device, dtype=torch.long)
+    stop = None if not stop_tokens else torch.tensor(list(stop_tokens), device=idx.device)
+    was_training = model.training
+    model.eval()
+    try:
+        new_tokens = []
+        finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+        tokens = sample_tokens(model, idx, max_new_tokens, temperature=temperature, top_k=top_k,
+                               top_p=top_p, repetition_penalty=repetition_penalty,
+                               use_kv_cache=use_kv_cache, generator=generator)
+        for token in tokens:
+            if stop is not None:
+                previous = new_tokens[-1] if new_tokens else token
+                token = torch.where(finished, previous, token)
+                finished |= torch.isin(token, stop)
+            new_tokens.append(token)
+            if stop is not None and bool(finished.all()):
+                break
+        return torch.cat([idx] + [t[:, None] for t in new_tokens], dim=1)
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()  # on a generator function this holds only while it runs, not between yields
+def stream(model, idx: torch.Tensor, max_new_tokens: int, *, stop_tokens=None,
+           **options) -> Iterator[int]:
+    """Yield the new token ids of one prompt, idx: (1, T), one at a time as they are chosen.
+
+    Takes generate's options. A stop token is yielded, then the stream ends. The model is
+    in eval mode while the stream runs and back in its own mode when it ends.
+    """
+    check_prompt(model, idx, max_new_tokens)
+    if idx.shape[0] != 1:
+        raise ValueError(
+            f"stream takes one prompt, idx shaped (1, T); got a batch of {idx.shape[0]}. "
+            "Use generate() for several."
+        )
+    stop = set(stop_tokens or ())
+    was_training = model.training
+    model.eval()
+    try:
+        idx = idx.to(device=next(model.parameters()).device, dtype=torch.long)
+        for token in sample_tokens(model, idx, max_new_tokens, **options):
+            token_id = int(token.item())
+            yield token_id
+            if token_id in stop:
+                return
+    finally:
+        model.train(was_training)
+
+
+def generate_text(model, tokenizer, prompt: str, max_new_tokens: int, **options) -> str:
+    """The text the model writes after `prompt` (the prompt itself is not included).
+
+    options are generate's (temperature, top_k, top_p, repetition_penalty, stop_tokens,
+    use_kv_cache, generator). A stop token that ends the text is left out of it.
+    """
+    if not isinstance(prompt, str):
+        raise ValueError(
+            f"prompt must be a str, got {type(prompt).__name__}; for token ids use generate()."
+        )
+    prompt_ids = tokenizer.encode(prompt)
+    if not prompt_ids:
+        raise ValueError("the prompt encodes to no tokens; give at least one character of text.")
+    device = next(model.parameters()).device
+    idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    new_ids = generate(model, idx, max_new_tokens, **options)[0, len(prompt_ids):].tolist()
+    stop = set(options.get("stop_tokens") or ())
+    for position, token_id in enumerate(new_ids):
+        if token_id in stop:
+            new_ids = new_ids[:position]
+            break
+    return tokenizer.decode(new_ids)
+
+
+# --- 3. the chat template --------------------------------------------------------------
+
+CHAT_ROLES = ("system", "user", "assistant")
+END_OF_TURN = "<|end|>"
+
+
+def format_chat(messages: list[dict], add_generation_prompt: bool = True) -> str:
+    """Render a conversation as the text a chat model is trained on and prompted with.
+
+    messages: [{"role": "system" | "user" | "assistant", "content": str}, ...]. Each turn
+    becomes `<|role|>\\ncontent<|end|>\\n`; with add_generation_prompt the text ends with
+    `<|assistant|>\\n`, so the model's continuation is the assistant's reply, and
+    `<|end|>` is the stop token that ends it. For example
+
+        <|user|>
+        Who found the key?<|end|>
+        <|assistant|>
+
+    The markers are meant to be special tokens of the tokenizer (one id each).
+    """
+    if not isinstance(messages, (list, tuple)):
+        raise ValueError(
+            "messages must be a list of {'role', 'content'} dicts, "
+            f"got {type(messages).__name__}."
+        )
+    parts = []
+    for number, message in enumerate(messages):
+        if not isinstance(message, dict) or set(message) != {"role", "content"}:
+            raise ValueError(
+                f"message {number} must be a dict with exactly 'role' and 'content', "
+                f"got {message!r}."
+            )
+        if message["role"] not in CHAT_ROLES:
+            raise ValueError(
+                f"message {number} has role {message['role']!r}; use one of {CHAT_ROLES}."
+            )
+        parts.append(f"<|{message['role']}|>\n{message['content']}{END_OF_TURN}\n")
+    if add_generation_prompt:
+        parts.append("<|assistant|>\n")
+    return "".join(parts)

@@ -1,0 +1,217 @@
+"""The GPT: embeddings, a stack of transformer blocks, a final norm and the output head.
+
+    idx (B, T) --token + position embedding--> x (B, T, d_model)
+      --n_layer x Block--> --final norm--> --lm_head--> logits (B, T, vocab_size)
+
+With the default config choices this is GPT-2 (Radford et al. 2019) layer for layer, in the
+style of nanoGPT's model.py; `llmkit.model.gpt2` loads Hugging Face's GPT-2 weights into it
+and a test checks that the logits agree with `transformers.GPT2LMHeadModel`.
+
+Initialisation follows GPT-2: every weight ~ N(0, 0.02), biases zero, and the two
+projections that write into the residual stream in each block scaled by 1/sqrt(2 * n_layer),
+so the stream's variance does not grow with depth.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmkit.model.config import GPTConfig
+from llmkit.model.embeddings import make_position_embedding
+from llmkit.model.kv_cache import KVCache
+from llmkit.model.layers import Block, make_norm
+
+IGNORE_INDEX = -100  # targets equal to this (e.g. masked prompt tokens) add nothing to the loss
+
+
+class GPT(nn.Module):
+    """A decoder-only transformer language model. See the module docstring for the shapes."""
+
+    def __init__(self, config: GPTConfig | None = None):
+        super().__init__()
+        if config is None:
+            config = GPTConfig()
+        if not isinstance(config, GPTConfig):
+            raise ValueError(f"GPT expects a GPTConfig, got {type(config).__name__}.")
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.position_embedding = make_position_embedding(config)  # None for RoPE
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.norm_final = make_norm(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_weights:
+            # One matrix both reads tokens in and scores them out (Press & Wolf 2017).
+            self.lm_head.weight = self.token_embedding.weight
+        self.apply(self._init_weights)
+        for name, param in self.named_parameters():
+            if name.endswith("proj.weight"):  # attn.proj and mlp.proj write into the residual
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # --- the forward pass -------------------------------------------------------------
+
+    def check_input(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> None:
+        """Raise a ValueError unless idx is a (batch, T) tensor of valid token ids that fits."""
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
+            shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
+            raise ValueError(
+                f"idx must be a (batch, seq) tensor of token ids, got {shape}; "
+                "for one sequence use idx[None] or torch.tensor([ids])."
+            )
+        if idx.dtype.is_floating_point or idx.dtype == torch.bool or idx.dtype.is_complex:
+            raise ValueError(f"idx must hold integer token ids (int64), got dtype {idx.dtype}.")
+        T = idx.shape[1]
+        if T == 0:
+            raise ValueError("idx is empty (0 tokens); give the model at least one token.")
+        limit = self.config.context_length
+        if kv_cache is None and T > limit:
+            raise ValueError(
+                f"idx has {T} tokens but the model's context_length is {limit}; crop it to the "
+                f"last {limit} tokens first: idx[:, -{limit}:]."
+            )
+        if kv_cache is not None:
+            kv_cache.check_room(T)
+        # An id out of range would crash inside the embedding (on a GPU as an opaque device
+        # assert), so look first: one small read-back. torch.compile cannot trace it; skip there.
+        if not torch.compiler.is_compiling():
+            low, high = torch.stack(torch.aminmax(idx)).tolist()
+            if low < 0 or high >= self.config.vocab_size:
+                raise ValueError(
+                    f"token ids must be in 0..{self.config.vocab_size - 1} (vocab_size="
+                    f"{self.config.vocab_size}), got ids from {low} to {high}; "
+                    "was the text encoded with a different tokenizer?"
+                )
+
+    def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """idx: (B, T) int64 -> token plus position embeddings (B, T, d_model).
+
+        `start` is the position of idx's first token (non-zero after a KV cache's tokens).
+        """
+        x = self.token_embedding(idx)
+        if self.position_embedding is not None:
+            positions = torch.arange(start, start + idx.shape[1], device=idx.device)
+            x = x + self.position_embedding(positions)
+        return x
+
+    def hidden_states(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """idx: (B, T) int64 -> final-normed hidden states (B, T, d_model).
+
+        With a kv_cache, idx holds only the new tokens, at positions cache.length onwards.
+        """
+        self.check_input(idx, kv_cache)
+        x = self.dropout(self.embed(idx, start=0 if kv_cache is None else kv_cache.length))
+        for block in self.blocks:
+            x = block(x, kv_cache)
+        if kv_cache is not None:
+            kv_cache.advance(idx.shape[1])
+        return self.norm_final(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+                kv_cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx: (B, T) int64, targets: (B, T) int64 or None -> logits (B, T, vocab), loss.
+
+        loss is the mean cross-entropy over targets that are not -100 (IGNORE_INDEX), or
+        None without targets. Logits are returned for every position.
+        """
+        if targets is not None and (not isinstance(targets, torch.Tensor)
+                                    or targets.shape != idx.shape):
+            got = (tuple(targets.shape) if isinstance(targets, torch.Tensor)
+                   else type(targets).__name__)
+            raise ValueError(
+                f"targets must have the shape of idx {tuple(idx.shape)}, got {got}; "
+                "targets are the inputs shifted by one token (see llmkit.data.batches.get_batch)."
+            )
+        logits = self.lm_head(self.hidden_states(idx, kv_cache))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1),
+                               ignore_index=IGNORE_INDEX)
+        return logits, loss
+
+    def next_token_logits(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """idx: (B, T) int64 -> logits for the token after the last one, (B, vocab).
+
+        Runs the head on the last position only, which is what generation needs.
+        """
+        return self.lm_head(self.hidden_states(idx, kv_cache)[:, -1])
+
+    def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        """An empty KVCache for this model; max_len is at most (and by default) context_length."""
+        config = self.config
+        max_len = config.context_length if max_len is None else max_len
+        if not 1 <= max_len <= config.context_length:
+            raise ValueError(
+                f"max_len must be between 1 and context_length={config.context_length}, "
+                f"got {max_len}."
+            )
+        return KVCache(config.n_layer, batch_size, config.kv_heads, config.head_dim, max_len)
+
+    @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """idx: (B, T) int64 -> one softmax weight tensor (B, n_head, T, T) per layer.
+
+        Computed in eval mode (no dropout) by the readable attention path; the tuple is the
+        layout bertviz's head_view and model_view take (with B = 1).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            self.check_input(idx)
+            x = self.embed(idx)
+            maps = []
+            for block in self.blocks:
+                maps.append(block.attention_weights(x))
+                x = block(x)
+            return tuple(maps)
+        finally:
+            self.train(was_training)
+
+    # --- counting -----------------------------------------------------------------------
+
+    def num_params(self, include_embeddings: bool = True) -> int:
+        """Number of parameters (a tied matrix counts once).
+
+        include_embeddings=False leaves out the lookup-only tables: the learned position
+        embedding, and the token embedding when it is not tied to the output head (when
+        tied it is also the head's weight, a real matmul, so it stays, as in nanoGPT).
+        """
+        total = sum(p.numel() for p in self.parameters())
+        if not include_embeddings:
+            if isinstance(self.position_embedding, nn.Embedding):
+                total -= self.position_embedding.weight.numel()
+            if not self.config.tie_weights:
+                total -= self.token_embedding.weight.numel()
+        return total
+
+    def flops_per_token(self, context_length: int | None = None) -> int:
+        """Training FLOPs per token (forward + backward) at a given context length.
+
+        6 * N + 12 * n_layer * T * d_model, with N = num_params(include_embeddings=False):
+        each weight does a multiply and an add (2 FLOPs) per token forward and twice that
+        backward (6N); attention's q.k and weights.v add 2 * 2 * T * d_model per layer
+        forward, x3 with backward. The estimate of the PaLM paper (appendix B) and of
+        nanoGPT's estimate_mfu. T defaults to config.context_length. With a mixture of
+        experts, N counts only the experts_per_token experts a token goes through.
+        """
+        T = self.config.context_length if context_length is None else context_length
+        if T < 1:
+            raise ValueError(f"context_length must be positive, got {T}.")
+        active = self.num_params(include_embeddings=False)
+        if self.config.mlp == "moe":
+            per_expert = sum(p.numel() for p in self.blocks[0].mlp.experts[0].parameters())
+            idle = self.config.n_experts - self.config.experts_per_token
+            active -= self.config.n_layer * idle * per_expert
+        return 6 * active + 12 * self.config.n_layer * T * self.config.d_model

@@ -1,0 +1,220 @@
+"""Generation: the sampling helpers against brute-force versions, the decoding loop against a
+hand-written argmax loop and against transformers' generate(), and the KV cache against
+no cache."""
+
+import math
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from llmkit.generate import (apply_repetition_penalty, apply_temperature, format_chat, generate,
+                             generate_text, next_token_probs, stream, top_k_filter, top_p_filter)
+from llmkit.model import GPT, GPTConfig
+from llmkit.model.gpt2 import from_hf_model
+
+CONFIG = dict(vocab_size=50, context_length=16, n_layer=2, n_head=2, d_model=32)
+
+
+def tiny_model(sharpen=25.0, **overrides) -> GPT:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**CONFIG, **overrides}))
+    with torch.no_grad():  # larger than GPT-2's init, so distributions are far from uniform
+        model.token_embedding.weight.mul_(sharpen)
+    return model.eval()
+
+
+def prompt(batch=2, length=5, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, CONFIG["vocab_size"], (batch, length), generator=generator)
+
+
+def random_logits(seed=0, batch=3, vocab=20):
+    return torch.randn(batch, vocab, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+# --- the helpers, against brute force ----------------------------------------------------
+
+
+def test_temperature_against_a_softmax_written_out():
+    logits = random_logits()
+    for t in (0.5, 1.0, 2.0):
+        probs = apply_temperature(logits, t).softmax(-1)
+        for row in range(3):
+            exps = [math.exp(v / t) for v in logits[row].tolist()]
+            expected = torch.tensor([e / sum(exps) for e in exps])
+            torch.testing.assert_close(probs[row], expected)
+    with pytest.raises(ValueError, match="greedy"):
+        apply_temperature(logits, 0)
+
+
+@pytest.mark.parametrize("k", [1, 3, 7, 20])
+def test_top_k_against_brute_force(k):
+    logits = random_logits()
+    filtered = top_k_filter(logits, k)
+    for row in range(3):
+        values = logits[row].tolist()
+        threshold = sorted(values, reverse=True)[k - 1]
+        expected = [v if v >= threshold else float("-inf") for v in values]
+        assert filtered[row].tolist() == expected
+        assert sum(math.isfinite(v) for v in expected) == k
+
+
+@pytest.mark.parametrize("p", [0.01, 0.3, 0.75, 0.95, 1.0])
+def test_top_p_against_brute_force(p):
+    logits = random_logits(seed=4)
+    filtered = top_p_filter(logits, p)
+    for row in range(3):
+        probs = logits[row].softmax(-1).tolist()
+        ranked = sorted(range(len(probs)), key=lambda i: -probs[i])
+        keep, total = set(), 0.0
+        for i in ranked:   # take the most likely tokens until their mass reaches p
+            keep.add(i)
+            total += probs[i]
+            if total >= p:
+                break
+        kept = {i for i, v in enumerate(filtered[row].tolist()) if math.isfinite(v)}
+        assert kept == keep and len(kept) >= 1
+
+
+def test_repetition_penalty_against_brute_force():
+    logits = random_logits(seed=2, batch=2, vocab=10)
+    previous = torch.tensor([[1, 3, 3, 7], [0, 0, 9, 2]])
+    penalised = apply_repetition_penalty(logits, previous, 1.5)
+    for row in range(2):
+        seen = set(previous[row].tolist())
+        for token, value in enumerate(logits[row].tolist()):
+            if token in seen:
+                value = value / 1.5 if value > 0 else value * 1.5
+            assert penalised[row, token].item() == pytest.approx(value, rel=1e-6)
+    assert torch.equal(apply_repetition_penalty(logits, previous, 1.0), logits)
+
+
+def test_next_token_probs_composes_the_helpers_and_greedy_is_one_hot():
+    logits = random_logits(seed=3)
+    probs = next_token_probs(logits, temperature=0.7, top_k=8, top_p=0.9)
+    by_hand = top_p_filter(top_k_filter(logits / 0.7, 8), 0.9).softmax(-1)
+    torch.testing.assert_close(probs, by_hand)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(3))
+    greedy = next_token_probs(logits, temperature=0)
+    assert torch.equal(greedy.argmax(-1), logits.argmax(-1))
+    assert torch.equal(greedy.sum(-1), torch.ones(3))
+    with pytest.raises(ValueError, match=r"\(batch, vocab\)"):
+        next_token_probs(logits[0])
+
+
+# --- the decoding loop -----------------------------------------------------------------
+
+
+def greedy_by_hand(model, idx, n_new):
+    """The plain loop: the full (cropped) context every step, argmax of the last position."""
+    limit = model.config.context_length
+    for _ in range(n_new):
+        logits, _ = model(idx[:, -limit:])
+        idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return idx
+
+
+@pytest.mark.parametrize("use_kv_cache", [True, False])
+def test_greedy_generation_equals_an_argmax_loop_past_the_context_window(use_kv_cache):
+    model = tiny_model()
+    idx = prompt()
+    n_new = 2 * CONFIG["context_length"]   # the window slides, so the cache must be refilled
+    expected = greedy_by_hand(model, idx, n_new)
+    got = generate(model, idx, n_new, temperature=0, use_kv_cache=use_kv_cache)
+    assert got.dtype == torch.long and torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(position="rope", n_kv_head=1)])
+def test_seeded_sampling_gives_the_same_tokens_with_and_without_the_cache(overrides):
+    model = tiny_model(sharpen=3.0, **overrides)   # a spread-out distribution: sampling matters
+    options = dict(temperature=0.9, top_k=20, top_p=0.95, repetition_penalty=1.2)
+    def sample(seed, use_kv_cache=True):
+        generator = torch.Generator().manual_seed(seed)
+        return generate(model, prompt(), 40, use_kv_cache=use_kv_cache, generator=generator,
+                        **options)
+
+    with_cache, without = sample(5), sample(5, use_kv_cache=False)
+    assert torch.equal(with_cache, without)
+    again, other_seed = sample(5), sample(6)
+    assert torch.equal(with_cache, again) and not torch.equal(with_cache, other_seed)
+
+
+def test_greedy_generation_matches_transformers_generate():
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=300, n_positions=64, n_embd=64, n_layer=2, n_head=4,
+                                    bos_token_id=0, eos_token_id=0, pad_token_id=0)).eval()
+    with torch.no_grad():
+        hf.transformer.wte.weight.mul_(20)   # sharpen the logits so argmax has no near-ties
+    idx = torch.randint(1, 300, (2, 6), generator=torch.Generator().manual_seed(3))
+    expected = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=30,
+                           do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert torch.equal(generate(from_hf_model(hf), idx, 30, temperature=0), expected)
+
+
+def test_stop_tokens_end_generation_when_every_row_has_stopped():
+    model = tiny_model()
+    idx = prompt(batch=3)
+    free = generate(model, idx, 12, temperature=0)[:, 5:]
+    stop_id = free[0, 2].item()
+    stopped = generate(model, idx, 12, temperature=0, stop_tokens=[stop_id])[:, 5:]
+    # Brute force: each row runs until its first stop token, then repeats it.
+    first_stops = [row.index(stop_id) if stop_id in row else 11 for row in free.tolist()]
+    assert stopped.shape[1] == max(first_stops) + 1
+    for row, first in zip(range(3), first_stops):
+        expected = free[row, :first + 1].tolist()
+        expected += [expected[-1]] * (stopped.shape[1] - len(expected))
+        assert stopped[row].tolist() == expected
+
+
+def test_stream_yields_generates_tokens_and_restores_train_mode():
+    model = tiny_model().train()
+    idx = prompt(batch=1)
+    expected = generate(model, idx, 10, temperature=0)[0, 5:].tolist()
+    assert model.training
+    tokens = stream(model, idx, 10, temperature=0)
+    first = next(tokens)
+    assert torch.is_grad_enabled(), "gradients must be back on between yields"
+    assert [first, *tokens] == expected
+    assert model.training
+    first_stop = expected.index(expected[3])
+    stopped = stream(model, idx, 10, temperature=0, stop_tokens=[expected[3]])
+    assert list(stopped) == expected[:first_stop + 1]
+    with pytest.raises(ValueError, match="one prompt"):
+        list(stream(model, prompt(batch=2), 3))
+
+
+def test_generate_text_decodes_only_the_new_tokens():
+    class Letters:   # a tiny stand-in tokenizer: 'a' -> 0, 'b' -> 1, ...
+        def encode(self, text):
+            return [ord(c) - ord("a") for c in text]
+
+        def decode(self, ids):
+            return "".join(chr(i + ord("a")) if i < 26 else "#" for i in ids)
+
+    model = tiny_model()
+    new = generate(model, torch.tensor([[7, 4, 11]]), 8, temperature=0)[0, 3:].tolist()
+    assert generate_text(model, Letters(), "hel", 8, temperature=0) == Letters().decode(new)
+    cut = generate_text(model, Letters(), "hel", 8, temperature=0, stop_tokens=[new[2]])
+    assert cut == Letters().decode(new[:new.index(new[2])])
+
+
+def test_bad_arguments_raise_clear_errors():
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"\(batch, T\)"):
+        generate(model, torch.tensor([1, 2]), 3)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(model, prompt(), -1)
+    with pytest.raises(ValueError, match="top_p"):
+        generate(model, prompt(), 3, top_p=0.0)
+    assert torch.equal(generate(model, prompt(), 0), prompt())
+
+
+def test_format_chat_marks_each_turn_and_ends_with_the_assistant_prompt():
+    text = format_chat([{"role": "system", "content": "Be kind."},
+                        {"role": "user", "content": "Hi!"}])
+    assert text == "<|system|>\nBe kind.<|end|>\n<|user|>\nHi!<|end|>\n<|assistant|>\n"
+    reply = format_chat([{"role": "assistant", "content": "Hello."}], add_generation_prompt=False)
+    assert reply == "<|assistant|>\nHello.<|end|>\n"
+    with pytest.raises(ValueError, match="role"):
+        format_chat([{"role": "robot", "content": "x"}])
