@@ -85,8 +85,11 @@ class GPT(nn.Module):
         if kv_cache is not None:
             kv_cache.check_room(T)
         # An id out of range would crash inside the embedding (on a GPU as an opaque device
-        # assert), so look first: one small read-back. torch.compile cannot trace it; skip there.
-        if not torch.compiler.is_compiling():
+        # assert), so look first. On a GPU the look is a read-back that stalls the pipeline,
+        # so a training step there skips it (the trainer's data was checked when encoded);
+        # torch.compile cannot trace it at all.
+        on_gpu_training = self.training and idx.device.type != "cpu"
+        if not on_gpu_training and not torch.compiler.is_compiling():
             low, high = torch.stack(torch.aminmax(idx)).tolist()
             if low < 0 or high >= self.config.vocab_size:
                 raise ValueError(
