@@ -1,0 +1,118 @@
+"""The instant check a learner runs after each task: `check("bigram.counts", count_bigrams)`.
+
+It draws a few fresh inputs (a new random seed on every call), runs the learner's function
+on them, compares each answer with the `llmkit` reference and returns a `CheckResult`:
+"passed", or what differs in the first failing case and a hint. It never shows the
+reference code. The result renders as a coloured box in JupyterLab and as plain text in a
+terminal. With `$LLMKIT_CHECK_STRICT=1` a wrong answer raises AssertionError instead, so a
+test run of the solution notebooks stops at the first one (an unwritten task, "not done
+yet", still only reports, so the student notebooks run clean too).
+
+The instant check runs in the learner's own kernel and is there to help; the batch grader
+(`python -m llmkit grade`) does not trust it and runs its own, larger set of hidden cases.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import random
+from dataclasses import dataclass
+
+import torch
+
+from . import codec
+from .catalog import find_exercise
+from .exercise import TookTooLong, finished_pieces, forbidding, judge, run_case, time_limit
+
+STRICT_ENV = "LLMKIT_CHECK_STRICT"
+TIME_LIMIT_S = 30  # per case; every case of every exercise takes well under a second
+
+_SYMBOLS = {"passed": "✅", "failed": "❌", "error": "❌", "not done": "⏳", "forbidden": "⛔"}
+_COLOURS = {"passed": "#1a7f37", "not done": "#9a6700"}
+
+
+@dataclass
+class CheckResult:
+    """What one `check` found: status is "passed", "failed", "error", "not done" or
+    "forbidden"; message says what differs; n_passed of n_cases cases passed."""
+
+    exercise_id: str
+    title: str
+    status: str
+    message: str | None
+    hint: str | None
+    n_passed: int
+    n_cases: int
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __str__(self) -> str:
+        lines = [f"{_SYMBOLS.get(self.status, '')} {self.exercise_id} ({self.title}): "
+                 f"{self.status}, {self.n_passed}/{self.n_cases} cases"]
+        if self.message:
+            lines.append(f"   {self.message}")
+        if self.hint:
+            lines.append(f"   Hint: {self.hint}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        colour = _COLOURS.get(self.status, "#cf222e")
+        parts = [f"<b>{_SYMBOLS.get(self.status, '')} {html.escape(self.exercise_id)}</b> "
+                 f"({html.escape(self.title)}): <b>{html.escape(self.status)}</b>, "
+                 f"{self.n_passed}/{self.n_cases} cases"]
+        if self.message:
+            parts.append(f"<div>{html.escape(self.message)}</div>")
+        if self.hint:
+            parts.append(f"<div><i>Hint:</i> {html.escape(self.hint)}</div>")
+        return (f'<div style="border-left: 4px solid {colour}; padding: 4px 10px; '
+                f'margin: 4px 0">{"".join(parts)}</div>')
+
+
+def check(exercise_id: str, fn) -> CheckResult:
+    """Run `fn` on a few fresh cases of exercise `exercise_id` and say how it did.
+
+    exercise_id: e.g. "bigram.counts" (a ValueError lists the known ids).
+    fn: the learner's function. Returns a CheckResult (see the module docstring).
+    """
+    exercise = find_exercise(exercise_id)
+    if not callable(fn):
+        raise ValueError(f"check({exercise_id!r}, ...) needs your function itself, e.g. "
+                         f"check({exercise_id!r}, {exercise.function}); got "
+                         f"{type(fn).__name__}.")
+    for name, piece in finished_pieces(exercise.forbidden).items():
+        if fn is piece:  # e.g. `from llmkit.bigram import count_bigrams` and check that
+            return CheckResult(exercise.id, exercise.title, "forbidden",
+                               f"this is {name} itself, the finished piece this task asks "
+                               "you to build; write your own version.", None, 0, 0)
+    generator = torch.Generator().manual_seed(random.SystemRandom().randrange(2**31))
+    cases = exercise.make_cases(generator, False)
+    n_passed, status, message = 0, "passed", None
+    for case in cases:
+        used = []
+        try:
+            with forbidding(exercise.forbidden, used.append), time_limit(TIME_LIMIT_S):
+                outcome = run_case(fn, codec.encode(case.args), case.calls)
+        except TookTooLong:
+            outcome = {"answers": None, "error": {
+                "type": "Timeout", "where": "",
+                "message": f"took longer than {TIME_LIMIT_S} s on one small case (an endless "
+                           "loop? a while loop whose condition never changes?)"}}
+        outcome["forbidden"] = used
+        status, message = judge(exercise, case, outcome)
+        if status != "passed":
+            break
+        n_passed += 1
+    hint = exercise.hint if status in ("failed", "error") else None
+    result = CheckResult(exercise.id, exercise.title, status, message, hint, n_passed,
+                         len(cases))
+    if result.status not in ("passed", "not done") and os.environ.get(STRICT_ENV) == "1":
+        raise AssertionError(str(result))
+    return result
