@@ -1,0 +1,233 @@
+"""The command line: `python -m llmkit train | generate | bench | grade`.
+
+    python -m llmkit train --data ../shared/data/tinyshakespeare.txt --steps 2000 --out runs/shakespeare
+    python -m llmkit train --tinytales 2000 --tokenizer bpe --vocab-size 512 --time-budget 120
+    python -m llmkit train --data ../shared/data/tinyshakespeare.txt --out runs/shakespeare --resume
+    python -m llmkit generate --checkpoint runs/shakespeare --prompt "ROMEO:" --max-new-tokens 300
+    python -m llmkit bench --only matmul,decode
+    python -m llmkit grade class/ --csv grades.csv
+
+Each subcommand is a thin layer over the library (llmkit.train, llmkit.generate,
+llmkit.bench, llmkit.grading): what it can do, a notebook can do with the same calls.
+Mistakes in the arguments end with a one-line message on stderr and exit status 2, not a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+EXAMPLES = __doc__.split("\n\n")[1]
+
+
+def main(argv=None) -> int:
+    """Run one subcommand; returns the exit status (0 on success)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["grade"]:   # the grader parses its own arguments
+        from llmkit.grading.cli import main as grade_main
+
+        return grade_main(argv[1:])
+    if argv[:1] == ["bench"]:
+        from llmkit.bench import main as bench_main
+
+        return bench_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of every subcommand (bench and grade describe themselves)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m llmkit", description="Train, sample and grade the course's GPT models.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a GPT on a text file or on TinyTales",
+                                description="Train a GPT; --json ends with one JSON line of results.")
+    data = train.add_argument_group("data (one of)")
+    source = data.add_mutually_exclusive_group()
+    source.add_argument("--data", metavar="PATH.txt", help="a UTF-8 text file to train on")
+    source.add_argument("--tinytales", type=int, metavar="N", help="train on N generated TinyTales stories")
+    data.add_argument("--tokenizer", choices=("char", "bpe"), default="char", help="default: char")
+    data.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary size (default 512)")
+    data.add_argument("--val-fraction", type=float, default=0.1, help="held-out tail (default 0.1)")
+    shape = train.add_argument_group("model")
+    shape.add_argument("--layers", type=int, default=4, help="transformer blocks (default 4)")
+    shape.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
+    shape.add_argument("--width", type=int, default=128, help="d_model (default 128)")
+    shape.add_argument("--context", type=int, default=64, help="context length (default 64)")
+    shape.add_argument("--dropout", type=float, default=0.0, help="default 0.0")
+    run = train.add_argument_group("training")
+    run.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
+    run.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this long")
+    run.add_argument("--batch-size", type=int, default=12, help="default 12")
+    run.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    run.add_argument("--min-lr", type=float, help="final learning rate (default lr / 10)")
+    run.add_argument("--warmup", type=int, default=100, help="warmup steps (default 100)")
+    run.add_argument("--eval-interval", type=int, default=250, help="0 to evaluate only at the end")
+    run.add_argument("--seed", type=int, default=1337, help="data, model and batch seed")
+    run.add_argument("--device", help="cpu, cuda, mps (default: the fastest present)")
+    run.add_argument("--compile", action="store_true", help="use torch.compile")
+    run.add_argument("--out", metavar="DIR", help="write the checkpoint here (at the end)")
+    run.add_argument("--checkpoint-interval", type=int, help="also save every N steps")
+    run.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--json", action="store_true", help="end with one JSON line of results")
+    train.set_defaults(run=run_train)
+
+    generate = commands.add_parser("generate", help="continue a prompt with a trained checkpoint",
+                                   description="Stream the text a checkpoint writes after a prompt.")
+    generate.add_argument("--checkpoint", required=True, metavar="DIR", help="a folder saved by train --out")
+    generate.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    generate.add_argument("--max-new-tokens", type=int, default=200, help="default 200")
+    generate.add_argument("--temperature", type=float, default=0.8, help="0 is greedy (default 0.8)")
+    generate.add_argument("--top-k", type=int, help="keep the k most likely tokens")
+    generate.add_argument("--top-p", type=float, help="keep the smallest set with this much probability")
+    generate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    generate.add_argument("--device", help="cpu, cuda, mps (default: the fastest present)")
+    generate.set_defaults(run=run_generate)
+
+    # Listed for --help; main() hands their arguments over before this parser sees them.
+    commands.add_parser("bench", help="print speed figures (python -m llmkit bench --help)", add_help=False)
+    commands.add_parser("grade", help="grade exercise notebooks (python -m llmkit grade --help)",
+                        add_help=False)
+    return parser
+
+
+# --- train ---------------------------------------------------------------------------------
+
+
+def run_train(args) -> int:
+    import torch
+
+    from llmkit.checkpoint import load_checkpoint
+    from llmkit.data.batches import split_train_val
+    from llmkit.device import describe, pick_device, seed_everything
+    from llmkit.model import GPT, GPTConfig
+    from llmkit.train import TrainConfig, Trainer
+
+    device = pick_device(args.device)
+    seed_everything(args.seed)
+    if args.resume:
+        if not args.out:
+            raise ValueError("--resume continues the run saved in --out DIR; give --out.")
+        saved = load_checkpoint(args.out)
+        if saved.tokenizer is None or saved.train_config is None or saved.state is None:
+            raise ValueError(f"{args.out} holds no training state or tokenizer to resume from; "
+                             "train a new run instead.")
+        tokenizer, model = saved.tokenizer, saved.model
+        text = read_corpus(args)
+        config = TrainConfig.from_dict({**saved.train_config, "max_steps": args.steps,
+                                        "time_budget_s": args.time_budget,
+                                        "out_dir": args.out, "progress": not args.quiet})
+    else:
+        text = read_corpus(args)
+        tokenizer = train_tokenizer(text, args)
+        model_config = GPTConfig(vocab_size=tokenizer.vocab_size, context_length=args.context,
+                                 n_layer=args.layers, n_head=args.heads, d_model=args.width,
+                                 dropout=args.dropout)
+        model = GPT(model_config)
+        config = TrainConfig(
+            max_steps=args.steps, time_budget_s=args.time_budget, batch_size=args.batch_size,
+            lr=args.lr, min_lr=args.lr / 10 if args.min_lr is None else args.min_lr,
+            warmup_steps=args.warmup, eval_interval=args.eval_interval,
+            checkpoint_interval=args.checkpoint_interval, out_dir=args.out, seed=args.seed,
+            compile=args.compile, device=str(device), progress=not args.quiet,
+            log_interval=10 if device.type == "cuda" else 1,   # fewer GPU syncs
+        )
+    train_ids, val_ids = split_train_val(torch.tensor(tokenizer.encode(text)), args.val_fraction)
+    trainer = Trainer(model, train_ids, val_ids, config, device=device, tokenizer=tokenizer)
+    if args.resume:
+        trainer.resume(args.out)
+    if not args.json:
+        print(f"{describe(device)}\n{model.num_params():,} parameters, {len(train_ids):,} training "
+              f"tokens, vocab {tokenizer.vocab_size}", file=sys.stderr)
+
+    first_step, start = trainer.step, time.perf_counter()
+    trainer.fit()
+    wall_s = time.perf_counter() - start
+    evals = [r for r in trainer.history if "val_loss" in r]
+    final = evals[-1] if evals and evals[-1]["step"] == trainer.step else trainer.estimate_loss()
+    tokens_per_step = config.batch_size * config.grad_accum_steps * trainer.context_length
+    tokens = (trainer.step - first_step) * tokens_per_step
+    result = {"train_loss": final["train_loss"], "val_loss": final["val_loss"], "steps": trainer.step,
+              "tokens_per_sec": tokens / wall_s if wall_s > 0 else 0.0, "wall_s": wall_s,
+              "device": str(device)}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"step {result['steps']}: train loss {result['train_loss']:.4f}, val loss "
+              f"{result['val_loss']:.4f}, {result['tokens_per_sec']:,.0f} tokens/s, "
+              f"{wall_s:.1f} s" + (f", saved to {args.out}" if args.out else ""))
+    return 0
+
+
+def read_corpus(args) -> str:
+    """The training text named by --data or --tinytales."""
+    if args.data:
+        from llmkit.data.text import load_text
+
+        return load_text(args.data)
+    if args.tinytales:
+        if args.tinytales < 1:
+            raise ValueError(f"--tinytales needs a positive number of stories, got {args.tinytales}.")
+        from llmkit.data.tinytales import tinytales_text
+
+        return tinytales_text(args.tinytales, seed=args.seed)
+    raise ValueError("say what to train on: --data PATH.txt or --tinytales N.")
+
+
+def train_tokenizer(text: str, args):
+    """A character tokenizer, or a BPE one of --vocab-size, trained on `text`."""
+    from llmkit.tokenizers import BPETokenizer, CharTokenizer
+
+    if args.tokenizer == "char":
+        return CharTokenizer.train(text)
+    return BPETokenizer.train(text, args.vocab_size)
+
+
+# --- generate ------------------------------------------------------------------------------
+
+
+def run_generate(args) -> int:
+    import torch
+
+    from llmkit.checkpoint import load_checkpoint
+    from llmkit.device import pick_device
+    from llmkit.generate import stream
+
+    device = pick_device(args.device)
+    checkpoint = load_checkpoint(args.checkpoint, device=device)
+    tokenizer = checkpoint.tokenizer
+    if tokenizer is None:
+        raise ValueError(f"{args.checkpoint} has no tokenizer.json, so text cannot be encoded; "
+                         "save the checkpoint with its tokenizer.")
+    prompt_ids = tokenizer.encode(args.prompt)
+    if not prompt_ids:
+        raise ValueError("the prompt encodes to no tokens; give --prompt some text.")
+    idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    generator = torch.Generator().manual_seed(args.seed)
+    sys.stdout.write(args.prompt)
+    new_ids: list[int] = []
+    written = ""
+    for token_id in stream(checkpoint.model, idx, args.max_new_tokens, temperature=args.temperature,
+                           top_k=args.top_k, top_p=args.top_p, generator=generator):
+        new_ids.append(token_id)
+        # Decode everything so far: a BPE token can end in the middle of a UTF-8 character.
+        text = tokenizer.decode(new_ids)
+        if not text.endswith("\ufffd"):
+            sys.stdout.write(text[len(written):])
+            sys.stdout.flush()
+            written = text
+    sys.stdout.write(tokenizer.decode(new_ids)[len(written):] + "\n")
+    return 0
