@@ -59,7 +59,7 @@ def _count_cases(generator, hidden):
         edge = [
             (torch.tensor([2]), 4, "a single id (no pairs at all)"),
             (torch.tensor([1, 1, 1, 1]), 3, "the same id repeated"),
-            (torch.tensor([0, 1, 0, 1, 0]), 7, "a vocabulary larger than the ids used"),
+            (torch.tensor([0, 1, 2, 0, 1]), 7, "a vocabulary larger than the ids used"),
         ]
         cases += [Case((ids, size), bigram.count_bigrams(ids, size), note)
                   for ids, size, note in edge]

@@ -58,8 +58,10 @@ def execute_notebook(notebook: nbformat.NotebookNode, *, cell_timeout: float = 6
         kernel_env = dict(os.environ if env is None else env)
         kernel_env["HOME"] = workdir
         try:
-            # The kernel's own stderr (start-up warnings) would clutter the grader's output.
-            with client.setup_kernel(env=kernel_env, cwd=workdir, stderr=subprocess.DEVNULL,
+            # The kernel process's own output (start-up warnings; cell output travels over
+            # the kernel protocol instead) would clutter the grader's table.
+            with client.setup_kernel(env=kernel_env, cwd=workdir, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL,
                                      preexec_fn=_memory_limiter(memory_mb)):
                 for index, cell in enumerate(notebook.cells):
                     if cell.cell_type != "code":
