@@ -1,8 +1,8 @@
 """The command line: `python -m llmkit train | generate | bench | grade`.
 
-    python -m llmkit train --data ../shared/data/tinyshakespeare.txt --steps 2000 --out runs/shakespeare
+    python -m llmkit train --data shakespeare.txt --steps 2000 --out runs/shakespeare
     python -m llmkit train --tinytales 2000 --tokenizer bpe --vocab-size 512 --time-budget 120
-    python -m llmkit train --data ../shared/data/tinyshakespeare.txt --out runs/shakespeare --resume
+    python -m llmkit train --data shakespeare.txt --out runs/shakespeare --resume
     python -m llmkit generate --checkpoint runs/shakespeare --prompt "ROMEO:" --max-new-tokens 300
     python -m llmkit bench --only matmul,decode
     python -m llmkit grade class/ --csv grades.csv

@@ -48,7 +48,7 @@ def load_text(path) -> str:
         where = "is a folder" if path.is_dir() else "does not exist"
         raise FileNotFoundError(
             f"{path} {where}; pass the path of a text file (e.g. "
-            "'../shared/data/tinyshakespeare.txt')."
+            "'shakespeare.txt')."
         )
     raw = path.read_bytes()
     try:
