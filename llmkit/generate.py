@@ -9,6 +9,7 @@ repeat. The lesson builds the reshaping step by step, and so does this file:
    combined by `next_token_probs` in that order (the order of Hugging Face's generate);
 2. the loop: `generate` (a batch, returns a tensor), `stream` (yields tokens as they come)
    and `generate_text` (str in, str out), with a KV cache so each step feeds one token;
+   greedy decoding (temperature 0) skips the distribution and takes the argmax directly;
 3. `format_chat`, the chat template of lessons 09-10.
 
 Temperature 0 means greedy decoding (always the most likely token).
@@ -133,37 +134,49 @@ def sample_tokens(model, idx: torch.Tensor, max_new_tokens: int, *, temperature:
                   generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
     """Yield max_new_tokens next tokens, each (B,) int64, for the (B, T) prompt idx.
 
-    The model must be in eval mode and gradients off (generate and stream see to both).
+    The model must be in eval mode and gradients off (generate and stream see to both,
+    with inference_mode). The prompt is checked once; the steps after it skip the checks.
     The context is cropped to the model's last context_length tokens. With the KV cache,
     each step feeds only the newest token; once the cache is full (the window slides) the
     cache is refilled from the last context_length tokens, which is exactly what the
     uncached path sees, so both paths give the same tokens.
     """
     limit = model.config.context_length
+    # Validate the prompt once, here. Every later input is a token this loop chose from the
+    # model's own vocabulary, so the per-step forward skips its checks (and, on a GPU, the
+    # read-back that checking token ids costs).
+    model.check_input(idx[:, -limit:])
+    greedy = temperature == 0 and repetition_penalty == 1.0
     tokens = idx
     cache = model.new_kv_cache(idx.shape[0]) if use_kv_cache else None
     new_input = tokens[:, -limit:]
     for _ in range(max_new_tokens):
         if cache is None:
-            logits = model.next_token_logits(tokens[:, -limit:])
+            logits = model.next_token_logits(tokens[:, -limit:], check=False)
         else:
             if new_input.shape[1] > cache.remaining:
                 cache.reset()
                 new_input = tokens[:, -limit:]
-            logits = model.next_token_logits(new_input, kv_cache=cache)
-        probs = next_token_probs(logits, temperature, top_k, top_p, repetition_penalty,
-                                 previous=tokens if repetition_penalty != 1.0 else None)
-        if temperature == 0:
-            next_token = probs.argmax(-1)
-        elif generator is not None and generator.device != probs.device:
-            # Draw where the generator lives (e.g. a CPU generator from seed_everything while
-            # the model is on a GPU): the same seed then gives the same tokens on every device.
-            drawn = torch.multinomial(probs.cpu(), 1, generator=generator)
-            next_token = drawn.squeeze(-1).to(probs.device)
+            logits = model.next_token_logits(new_input, kv_cache=cache, check=False)
+        if greedy:
+            # The most likely token needs no probabilities: next_token_probs would build a
+            # one-hot distribution only for argmax to read the same token back out of it.
+            next_token = logits.argmax(-1)
         else:
-            next_token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        tokens = torch.cat([tokens, next_token[:, None]], dim=1)
+            probs = next_token_probs(logits, temperature, top_k, top_p, repetition_penalty,
+                                     previous=tokens if repetition_penalty != 1.0 else None)
+            if temperature == 0:
+                next_token = probs.argmax(-1)
+            elif generator is not None and generator.device != probs.device:
+                # Draw where the generator lives (e.g. a CPU generator from seed_everything
+                # while the model is on a GPU): the same seed then gives the same tokens on
+                # every device.
+                drawn = torch.multinomial(probs.cpu(), 1, generator=generator)
+                next_token = drawn.squeeze(-1).to(probs.device)
+            else:
+                next_token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         new_input = next_token[:, None]
+        tokens = torch.cat([tokens, new_input], dim=1)
         yield next_token
 
 
@@ -180,11 +193,10 @@ def check_prompt(model, idx: torch.Tensor, max_new_tokens: int) -> None:
         )
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}.")
-    if not hasattr(model, "next_token_logits") or not hasattr(model, "config"):
+    if not all(hasattr(model, name) for name in ("next_token_logits", "check_input", "config")):
         raise ValueError(f"generate needs an llmkit GPT, got {type(model).__name__}.")
 
 
-@torch.no_grad()
 def generate(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None,
              repetition_penalty: float = 1.0, stop_tokens=None, use_kv_cache: bool = True,
@@ -202,26 +214,34 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: floa
     stop = None if not stop_tokens else torch.tensor(list(stop_tokens), device=idx.device)
     was_training = model.training
     model.eval()
+    new_tokens = []
     try:
-        new_tokens = []
-        finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
-        tokens = sample_tokens(model, idx, max_new_tokens, temperature=temperature, top_k=top_k,
-                               top_p=top_p, repetition_penalty=repetition_penalty,
-                               use_kv_cache=use_kv_cache, generator=generator)
-        for token in tokens:
-            if stop is not None:
-                previous = new_tokens[-1] if new_tokens else token
-                token = torch.where(finished, previous, token)
-                finished |= torch.isin(token, stop)
-            new_tokens.append(token)
-            if stop is not None and bool(finished.all()):
-                break
-        return torch.cat([idx] + [t[:, None] for t in new_tokens], dim=1)
+        # inference_mode, not just no_grad: it also skips autograd's bookkeeping on every
+        # tensor, which is a real share of the time of a small model's decoding step.
+        with torch.inference_mode():
+            finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+            tokens = sample_tokens(model, idx, max_new_tokens, temperature=temperature,
+                                   top_k=top_k, top_p=top_p,
+                                   repetition_penalty=repetition_penalty,
+                                   use_kv_cache=use_kv_cache, generator=generator)
+            for token in tokens:
+                if stop is not None:
+                    previous = new_tokens[-1] if new_tokens else token
+                    token = torch.where(finished, previous, token)
+                    finished |= torch.isin(token, stop)
+                new_tokens.append(token)
+                if stop is not None and bool(finished.all()):
+                    break
     finally:
         model.train(was_training)
+    # Joined outside inference mode, so the result is an ordinary tensor that later code
+    # may train on (autograd refuses to save inference-mode tensors for backward).
+    if not new_tokens:
+        return idx.clone()
+    return torch.cat([idx, torch.stack(new_tokens, dim=1)], dim=1)
 
 
-@torch.no_grad()  # on a generator function this holds only while it runs, not between yields
+@torch.inference_mode()  # on a generator function it holds only while it runs, not between yields
 def stream(model, idx: torch.Tensor, max_new_tokens: int, *, stop_tokens=None,
            **options) -> Iterator[int]:
     """Yield the new token ids of one prompt, idx: (1, T), one at a time as they are chosen.

@@ -152,6 +152,39 @@ def test_greedy_generation_matches_transformers_generate():
     assert torch.equal(generate(from_hf_model(hf), idx, 30, temperature=0), expected)
 
 
+def test_greedy_with_a_repetition_penalty_equals_a_loop_that_applies_it_by_hand():
+    model = tiny_model(sharpen=1.0)   # GPT-2's small init: close logits, so the penalty matters
+    idx, penalty = prompt(), 2.0
+    expected = idx
+    # Brute force, past the 16-token window: the cropped context every step, and the CTRL
+    # penalty over every token so far, in plain Python.
+    for _ in range(12):
+        logits = model(expected[:, -CONFIG["context_length"]:])[0][:, -1].tolist()
+        chosen = []
+        for row, seen in zip(logits, expected.tolist()):
+            for token in set(seen):
+                row[token] = row[token] / penalty if row[token] > 0 else row[token] * penalty
+            chosen.append(max(range(len(row)), key=row.__getitem__))
+        expected = torch.cat([expected, torch.tensor(chosen)[:, None]], dim=1)
+    got = generate(model, idx, 12, temperature=0, repetition_penalty=penalty)
+    assert torch.equal(got, expected)
+    assert not torch.equal(got, generate(model, idx, 12, temperature=0))   # the penalty bites
+
+
+def test_generate_checks_the_prompt_ids_and_returns_a_tensor_training_can_use():
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"0\.\.49"):
+        generate(model, torch.tensor([[3, CONFIG["vocab_size"]]]), 4)
+    out = generate(model, prompt(), 6, temperature=0)
+    # Decoding runs in inference mode; what it returns must still be an ordinary tensor,
+    # e.g. the ids of a fine-tuning batch (autograd cannot save an inference tensor).
+    assert not out.is_inference()
+    model.train()
+    _, loss = model(out[:, :-1], out[:, 1:])
+    loss.backward()
+    assert model.token_embedding.weight.grad.abs().sum() > 0
+
+
 def test_stop_tokens_end_generation_when_every_row_has_stopped():
     model = tiny_model()
     idx = prompt(batch=3)

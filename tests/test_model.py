@@ -137,6 +137,15 @@ def test_dropout_is_active_only_in_training():
     assert not torch.allclose(model(idx)[0], model(idx)[0])
 
 
+def test_checkpoints_move_between_models_with_and_without_dropout():
+    # With dropout 0 the dropout layers are no-ops (nn.Identity); they hold no weights either
+    # way, so the parameters, and the outputs in eval mode, are the same.
+    with_dropout, without = tiny_model(seed=1, dropout=0.2), tiny_model(seed=2, dropout=0.0)
+    without.load_state_dict(with_dropout.state_dict(), strict=True)
+    idx = random_ids(2, 8)
+    torch.testing.assert_close(without(idx)[0], with_dropout.eval()(idx)[0], rtol=0, atol=0)
+
+
 def test_bad_inputs_raise_clear_errors():
     model = tiny_model()
     with pytest.raises(ValueError, match=r"25 tokens.*context_length is 24.*last 24"):

@@ -30,6 +30,16 @@ from llmkit.model.config import GPTConfig
 from llmkit.model.embeddings import RotaryEmbedding
 
 
+def make_dropout(p: float) -> nn.Module:
+    """nn.Dropout(p), or nn.Identity() when p is 0.
+
+    Both do nothing in eval mode, but Identity does it faster: decoding a small model one
+    token at a time calls a dozen dropout layers per token, and with p = 0 (the default,
+    and GPT-2's weights as imported) they would be pure overhead in training too.
+    """
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 def causal_mask(n_queries: int, n_keys: int, device=None) -> torch.Tensor:
     """(n_queries, n_keys) bool, True where a query may look.
 
@@ -71,7 +81,7 @@ class CausalSelfAttention(nn.Module):
                              bias=config.bias)
         self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.dropout = config.dropout
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = make_dropout(config.dropout)
         self.use_sdpa = config.attention == "sdpa"
         self.rotary = (RotaryEmbedding(self.head_dim, config.context_length, config.rope_base)
                        if config.position == "rope" else None)
@@ -82,11 +92,10 @@ class CausalSelfAttention(nn.Module):
         `start` is the position of x's first token (the KV cache length), used by RoPE.
         """
         B, T, _ = x.shape
-        q_width, kv_width = self.n_head * self.head_dim, self.n_kv_head * self.head_dim
-        q, k, v = self.qkv(x).split([q_width, kv_width, kv_width], dim=-1)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        # The fused output is n_head query heads, then n_kv_head key heads, then as many value
+        # heads: view it as heads, put heads before positions, and cut it in three (views only).
+        heads = self.qkv(x).view(B, T, -1, self.head_dim).transpose(1, 2)
+        q, k, v = heads.split([self.n_head, self.n_kv_head, self.n_kv_head], dim=1)
         if self.rotary is not None:
             q, k = self.rotary(q, start), self.rotary(k, start)
         return q, k, v

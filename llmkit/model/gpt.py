@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmkit.model.attention import make_dropout
 from llmkit.model.config import GPTConfig
 from llmkit.model.embeddings import make_position_embedding
 from llmkit.model.kv_cache import KVCache
@@ -40,7 +41,7 @@ class GPT(nn.Module):
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.d_model)
         self.position_embedding = make_position_embedding(config)  # None for RoPE
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = make_dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.norm_final = make_norm(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
@@ -109,12 +110,16 @@ class GPT(nn.Module):
             x = x + self.position_embedding(positions)
         return x
 
-    def hidden_states(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+    def hidden_states(self, idx: torch.Tensor, kv_cache: KVCache | None = None, *,
+                      check: bool = True) -> torch.Tensor:
         """idx: (B, T) int64 -> final-normed hidden states (B, T, d_model).
 
         With a kv_cache, idx holds only the new tokens, at positions cache.length onwards.
+        check=False skips check_input, for a caller that has already checked (a decoding
+        loop feeding back the model's own tokens).
         """
-        self.check_input(idx, kv_cache)
+        if check:
+            self.check_input(idx, kv_cache)
         x = self.dropout(self.embed(idx, start=0 if kv_cache is None else kv_cache.length))
         for block in self.blocks:
             x = block(x, kv_cache)
@@ -144,12 +149,14 @@ class GPT(nn.Module):
                                ignore_index=IGNORE_INDEX)
         return logits, loss
 
-    def next_token_logits(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+    def next_token_logits(self, idx: torch.Tensor, kv_cache: KVCache | None = None, *,
+                          check: bool = True) -> torch.Tensor:
         """idx: (B, T) int64 -> logits for the token after the last one, (B, vocab).
 
         Runs the head on the last position only, which is what generation needs.
+        check=False skips the input checks (see hidden_states).
         """
-        return self.lm_head(self.hidden_states(idx, kv_cache)[:, -1])
+        return self.lm_head(self.hidden_states(idx, kv_cache, check=check)[:, -1])
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty KVCache for this model; max_len is at most (and by default) context_length."""

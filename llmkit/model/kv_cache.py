@@ -69,10 +69,11 @@ class KVCache:
             shape = (self.batch_size, self.n_kv_head, self.max_len, self.head_dim)
             self.keys[layer] = k.new_zeros(shape)
             self.values[layer] = v.new_zeros(shape)
-        end = self.length + k.shape[2]
-        self.keys[layer][:, :, self.length:end] = k
-        self.values[layer][:, :, self.length:end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+        T_new = k.shape[2]
+        self.keys[layer].narrow(2, self.length, T_new).copy_(k)
+        self.values[layer].narrow(2, self.length, T_new).copy_(v)
+        end = self.length + T_new
+        return self.keys[layer].narrow(2, 0, end), self.values[layer].narrow(2, 0, end)
 
     def advance(self, n_new: int) -> None:
         """Mark n_new more positions as filled (after every layer has stored them)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmkit.model.attention import CausalSelfAttention
+from llmkit.model.attention import CausalSelfAttention, make_dropout
 from llmkit.model.config import GPTConfig
 
 
@@ -55,7 +55,7 @@ class MLP(nn.Module):
         self.fc = nn.Linear(config.d_model, config.hidden_width, bias=config.bias)
         self.gelu = nn.GELU(approximate="tanh")
         self.proj = nn.Linear(config.hidden_width, config.d_model, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = make_dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(self.gelu(self.fc(x))))
@@ -73,7 +73,7 @@ class SwiGLU(nn.Module):
         self.gate = nn.Linear(config.d_model, config.hidden_width, bias=config.bias)
         self.up = nn.Linear(config.d_model, config.hidden_width, bias=config.bias)
         self.proj = nn.Linear(config.hidden_width, config.d_model, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = make_dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(nn.functional.silu(self.gate(x)) * self.up(x)))
