@@ -3,15 +3,29 @@
 The baseline is written the way a typical minimal GPT training script is: its own small
 GPT-2 model class (fused qkv projection, `F.scaled_dot_product_attention`, GELU MLP,
 pre-LayerNorm blocks, tied embeddings; `--attention manual` writes the masked softmax out
-instead), `torch.optim.AdamW` with its default (foreach)
-implementation, no compile, one `get_batch` and one `loss.item()` per step.
+instead), `torch.optim.AdamW` with its default (foreach) implementation, float32, no
+compile, one `get_batch` and one `loss.item()` per step.
 
 It then trains `llmkit.model.GPT` with `llmkit.train.Trainer` on the same data, shape and
-hyper-parameters, and prints both speeds and their ratio. The two runs alternate in short
-blocks, so that load from other processes on a shared machine hits both about equally.
+hyper-parameters in each of the `--ours` settings, and prints every speed and its ratio to
+the baseline. A setting is a precision (fp32 or bf16, as TrainConfig.precision), then
+optionally "+manual" (GPTConfig(attention="manual"): the written-out masked softmax instead
+of SDPA) and "+compile" (torch.compile). All runs alternate in short blocks, so that load
+from other processes on a shared machine hits each about equally. `--plain bf16` adds the
+baseline under bf16 autocast, to show how much of a bf16 speed-up the number format alone
+gives a plain script.
 
-    python bench/plain_loop.py                       # 300 steps each, in blocks of 10
-    python bench/plain_loop.py --attention manual    # the baseline with written-out attention
+    python bench/plain_loop.py                          # plain vs ours fp32, bf16, bf16+manual
+    python bench/plain_loop.py --ours fp32,bf16+manual,bf16+manual+compile --plain fp32,bf16
+    python bench/plain_loop.py --attention manual       # the baseline with written-out attention
+    python bench/plain_loop.py --attention manual --plain fp32,bf16 --ours fp32,bf16+manual
+                                  # a plain script with the same two changes, for comparison
+
+Why "+manual" matters on a CPU in bf16 (measured with torch.profiler, torch 2.13, 2 cores):
+the backward pass of PyTorch's CPU flash attention takes about 3.1 ms per layer and step
+in bf16 (0.7 ms in float32), while the written-out attention takes about 0.6 ms forward
+and backward together, so with SDPA the attention eats most of what the bf16 matmuls save.
+On a CPU without native bf16, "bf16" warns and runs in float32 (see llmkit.device).
 """
 
 from __future__ import annotations
@@ -91,13 +105,18 @@ def lr_at(step):
 
 
 class PlainRun:
-    """The plain loop, continued block by block so it can alternate with ours."""
+    """The plain loop, continued block by block so it can alternate with ours.
 
-    def __init__(self, train_data, vocab_size, attention):
+    bf16=True wraps the forward pass in torch.autocast(bfloat16), the one-line change a
+    plain script would make; it is not the baseline.
+    """
+
+    def __init__(self, train_data, vocab_size, attention, bf16=False):
         torch.manual_seed(1337)
         self.data = train_data
         self.model = PlainGPT(vocab_size, attention)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LR, betas=(0.9, BETA2))
+        self.autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
         self.step = 0
 
     def run(self, steps):
@@ -106,7 +125,8 @@ class PlainRun:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(self.step)
             x, y = get_batch(self.data)
-            loss = self.model(x, y)
+            with self.autocast:
+                loss = self.model(x, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), CLIP)
@@ -119,17 +139,17 @@ class PlainRun:
 class LlmkitRun:
     """Our trainer on the same recipe, continued block by block by raising `max_steps`."""
 
-    def __init__(self, train_data, val_data, vocab_size, compile_model):
+    def __init__(self, train_data, val_data, vocab_size, precision, compile_model, attention="sdpa"):
         from llmkit.model import GPT, GPTConfig
         from llmkit.train import TrainConfig, Trainer
 
         torch.manual_seed(1337)
         config = GPTConfig(vocab_size=vocab_size, context_length=CONTEXT, n_layer=N_LAYER,
-                           n_head=N_HEAD, d_model=D_MODEL, dropout=0.0)
+                           n_head=N_HEAD, d_model=D_MODEL, dropout=0.0, attention=attention)
         self.train_config = TrainConfig(
             max_steps=0, batch_size=BATCH, lr=LR, min_lr=MIN_LR, warmup_steps=WARMUP,
             lr_decay_steps=DECAY_STEPS, beta2=BETA2, grad_clip=CLIP, eval_interval=0,
-            compile=compile_model, progress=False, device="cpu",
+            compile=compile_model, precision=precision, progress=False, device="cpu",
         )
         self.trainer = Trainer(GPT(config), train_data, val_data, self.train_config)
 
@@ -140,15 +160,27 @@ class LlmkitRun:
         return time.perf_counter() - start
 
 
+def parse_settings(text: str, allowed: tuple[str, ...]) -> list[str]:
+    settings = [part.strip() for part in text.split(",") if part.strip()]
+    wrong = [part for part in settings if part not in allowed]
+    if wrong:
+        raise SystemExit(f"unknown setting(s) {wrong}; choose from {', '.join(allowed)}")
+    return settings
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a text file")
-    parser.add_argument("--steps", type=int, default=300, help="timed steps per trainer (default 300)")
+    parser.add_argument("--steps", type=int, default=300, help="timed steps per run (default 300)")
     parser.add_argument("--block", type=int, default=10, help="steps per timed block (default 10)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile our model")
+    parser.add_argument("--ours", default="fp32,bf16,bf16+manual",
+                        help="our settings, comma-separated: fp32 or bf16, then optionally "
+                             "+manual and +compile (default fp32,bf16,bf16+manual); '' runs "
+                             "the baseline alone")
+    parser.add_argument("--plain", default="fp32",
+                        help="baseline settings: fp32 (the baseline), bf16 (with autocast)")
     parser.add_argument("--attention", choices=("sdpa", "manual"), default="sdpa",
                         help="the baseline's attention (default sdpa, the faster one)")
-    parser.add_argument("--plain-only", action="store_true", help="skip our trainer")
     args = parser.parse_args(argv)
 
     text = args.data.read_text(encoding="utf-8")
@@ -158,12 +190,18 @@ def main(argv=None):
     n_train = int(0.9 * len(data))
     train_data, val_data = data[:n_train], data[n_train:]
 
-    runs = {"plain": PlainRun(train_data, len(chars), args.attention)}
-    if not args.plain_only:
-        runs["llmkit"] = LlmkitRun(train_data, val_data, len(chars), args.compile)
-    # A few warm-up steps each (and, with --compile, the compilation), not timed.
+    runs = {}
+    for setting in parse_settings(args.plain, ("fp32", "bf16")):
+        runs[f"plain {setting}"] = PlainRun(train_data, len(chars), args.attention, setting == "bf16")
+    ours = [f"{precision}{manual}{compiled}" for precision in ("fp32", "bf16")
+            for manual in ("", "+manual") for compiled in ("", "+compile")]
+    for setting in parse_settings(args.ours, tuple(ours)):
+        attention = "manual" if "+manual" in setting else "sdpa"
+        runs[f"ours {setting}"] = LlmkitRun(train_data, val_data, len(chars), setting.split("+")[0],
+                                            "+compile" in setting, attention)
+    # A few warm-up steps each (and, with compile, the compilation), not timed.
     warmup_s = {name: run.run(5) for name, run in runs.items()}
-    # Short alternating blocks, so a burst of load from elsewhere hits both; the median
+    # Short alternating blocks, so a burst of load from elsewhere hits all; the median
     # block is the figure least moved by such bursts.
     blocks = {name: [] for name in runs}
     for _ in range(max(1, args.steps // args.block)):
@@ -174,14 +212,25 @@ def main(argv=None):
     median = {name: tokens / statistics.median(times) for name, times in blocks.items()}
     overall = {name: tokens * len(times) / sum(times) for name, times in blocks.items()}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{len(blocks['plain'])} blocks of {args.block} steps of {BATCH} x {CONTEXT} tokens each, "
+          f"{max(1, args.steps // args.block)} blocks of {args.block} steps of {BATCH} x {CONTEXT} tokens each, "
           f"baseline attention {args.attention}")
+    baseline = "plain fp32" if "plain fp32" in runs else None
     for name in runs:
-        print(f"{name:>7}: {median[name]:9.0f} tokens/s median block, {overall[name]:9.0f} overall "
-              f"(first 5 steps {warmup_s[name]:.1f} s)")
-    if "llmkit" in runs:
-        print(f"  ratio: {median['llmkit'] / median['plain']:.2f}x llmkit over plain (median blocks), "
-              f"{overall['llmkit'] / overall['plain']:.2f}x overall")
+        line = (f"{name:>24}: {median[name]:7.0f} tokens/s median block, {overall[name]:7.0f} overall, "
+                f"first 5 steps {warmup_s[name]:5.1f} s")
+        if baseline and name != baseline:
+            line += (f" | {median[name] / median[baseline]:.2f}x plain fp32 (median), "
+                     f"{overall[name] / overall[baseline]:.2f}x overall")
+        print(line)
+    for name in runs:
+        if name.endswith("+compile") and name.removesuffix("+compile") in runs:
+            eager = name.removesuffix("+compile")
+            step_eager = BATCH * CONTEXT / median[eager]
+            step_compiled = BATCH * CONTEXT / median[name]
+            extra = warmup_s[name] - warmup_s[eager]   # compiling, beyond 5 ordinary steps
+            saved = step_eager - step_compiled
+            payback = f"after {extra / saved:,.0f} steps" if saved > 0 else "never (no faster per step)"
+            print(f"{name}: compiling cost {extra:.1f} s, saves {saved * 1e3:.1f} ms/step: pays back {payback}")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,17 @@
 
     python -m llmkit bench                       # everything, about a minute on a laptop CPU
     python -m llmkit bench --only matmul,train --train-steps 300
+    python -m llmkit bench --only train --precision bf16 --attention manual   # CPU with bf16
 
-- matmul: the float32 matmul peak, the best of several large square products. It is the
-  yardstick of model FLOPs utilisation (MFU): how much of that peak training achieves.
+- matmul: the matmul peak, the best of several large square products, in float32 and
+  (where the hardware has it) bfloat16. It is the yardstick of model FLOPs utilisation
+  (MFU): how much of that peak training achieves. MFU is stated against the peak of the
+  number format the matmuls ran in: float32's for fp32 training, bfloat16's for bf16.
 - train: tokens/s and MFU of the baby-GPT recipe (4 layers, 4 heads, 128 wide, context 64,
-  batch 12) with `llmkit.train.Trainer`; FLOPs per token from `GPT.flops_per_token`.
+  batch 12) with `llmkit.train.Trainer` in the chosen precision (see
+  `TrainConfig.precision`) and attention path (`GPTConfig.attention`; on a CPU in bf16 the
+  written-out "manual" one is much faster than SDPA, whose backward is slow there);
+  FLOPs per token from `GPT.flops_per_token`.
 - decode: tokens/s writing 256 new tokens at batch 1, greedy, with and without the KV
   cache, and Hugging Face's `GPT2LMHeadModel.generate` (use_cache=True) on the same
   weights (built from a GPT2Config, no download).
@@ -22,7 +28,7 @@ import time
 
 import torch
 
-from llmkit.device import describe, pick_device, synchronize
+from llmkit.device import autocast_dtype, describe, pick_device, synchronize
 
 SECTIONS = ("matmul", "train", "decode", "bpe")
 # The baby-GPT recipe of lesson 07 (bench/baby_gpt.py trains it to the end).
@@ -30,15 +36,16 @@ RECIPE_SHAPE = dict(n_layer=4, n_head=4, d_model=128, context_length=64, dropout
 RECIPE_VOCAB = 65   # Tiny Shakespeare's characters
 
 
-def matmul_peak_flops(device=None, size: int = 2048, repeats: int = 5) -> float:
-    """The best float32 FLOP/s of `repeats` (size x size) @ (size x size) matmuls on `device`.
+def matmul_peak_flops(device=None, size: int = 2048, repeats: int = 5,
+                      dtype: torch.dtype = torch.float32) -> float:
+    """The best FLOP/s of `repeats` (size x size) @ (size x size) matmuls in `dtype` on `device`.
 
     A square product does 2 * size**3 FLOPs; the best of several runs is the peak, not a
     figure pulled down by whatever else the machine was doing.
     """
     device = pick_device(device)
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     a @ b   # warm up (thread pools, GPU kernels)
     synchronize(device)
     best = float("inf")
@@ -50,21 +57,24 @@ def matmul_peak_flops(device=None, size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / best
 
 
-def training_speed(steps: int = 100, warmup_steps: int = 10, device=None, compile: bool = False) -> dict:
+def training_speed(steps: int = 100, warmup_steps: int = 10, device=None, compile: bool = False,
+                   precision: str = "auto", attention: str = "sdpa") -> dict:
     """Train the baby-GPT recipe for `steps` timed steps (after `warmup_steps` untimed ones).
 
-    Returns {"tokens_per_sec", "flops_per_token", "achieved_flops"}. The data are random
-    tokens: speed does not depend on what the text says.
+    Returns {"tokens_per_sec", "flops_per_token", "achieved_flops", "matmul_dtype"}, the
+    last being the dtype the matmuls ran in (float32 or bfloat16). The data are random
+    tokens: speed does not depend on what the text says. With compile, the compilation
+    happens in the untimed warm-up steps.
     """
     from llmkit.model import GPT, GPTConfig
     from llmkit.train import TrainConfig, Trainer
 
     device = pick_device(device)
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=RECIPE_VOCAB, **RECIPE_SHAPE))
+    model = GPT(GPTConfig(vocab_size=RECIPE_VOCAB, attention=attention, **RECIPE_SHAPE))
     ids = torch.randint(0, RECIPE_VOCAB, (100_000,))
     config = TrainConfig(max_steps=warmup_steps, batch_size=12, eval_interval=0, progress=False,
-                         compile=compile, lr_decay_steps=2000, log_interval=10)
+                         compile=compile, precision=precision, lr_decay_steps=2000, log_interval=10)
     trainer = Trainer(model, ids, ids[:1000], config, device=device)
     trainer.fit()
     synchronize(device)
@@ -76,7 +86,8 @@ def training_speed(steps: int = 100, warmup_steps: int = 10, device=None, compil
     tokens_per_sec = steps * config.batch_size * trainer.context_length / seconds
     flops_per_token = model.flops_per_token(trainer.context_length)
     return {"tokens_per_sec": tokens_per_sec, "flops_per_token": flops_per_token,
-            "achieved_flops": tokens_per_sec * flops_per_token}
+            "achieved_flops": tokens_per_sec * flops_per_token,
+            "matmul_dtype": autocast_dtype(device, precision) or torch.float32}
 
 
 def decode_speed(new_tokens: int = 256, prompt_tokens: int = 16, device=None) -> dict:
@@ -164,6 +175,10 @@ def main(argv=None) -> int:
     parser.add_argument("--device", help="cpu, cuda, mps (default: the fastest present)")
     parser.add_argument("--train-steps", type=int, default=100, help="timed training steps (default 100)")
     parser.add_argument("--compile", action="store_true", help="train with torch.compile")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="training precision, as TrainConfig.precision (default auto)")
+    parser.add_argument("--attention", choices=("sdpa", "manual"), default="sdpa",
+                        help="the model's attention path, as GPTConfig.attention (default sdpa)")
     parser.add_argument("--new-tokens", type=int, default=256, help="tokens to decode (default 256)")
     parser.add_argument("--bpe-chars", type=int, default=1_000_000, help="BPE training text size")
     args = parser.parse_args(argv)
@@ -174,16 +189,25 @@ def main(argv=None) -> int:
     device = pick_device(args.device)
     print(describe(device))
 
-    peak = None
+    peaks = {}
     if "matmul" in sections or "train" in sections:
-        peak = matmul_peak_flops(device)
-        print(f"matmul  float32 peak (best of 5, 2048^3): {peak / 1e9:,.1f} GFLOP/s")
+        dtypes = [torch.float32]
+        if autocast_dtype(device, "bf16") == torch.bfloat16:
+            dtypes.append(torch.bfloat16)
+        for dtype in dtypes:
+            peaks[dtype] = matmul_peak_flops(device, dtype=dtype)
+            name = str(dtype).removeprefix("torch.")
+            print(f"matmul  {name} peak (best of 5, 2048^3): {peaks[dtype] / 1e9:,.1f} GFLOP/s")
     if "train" in sections:
-        speed = training_speed(args.train_steps, device=device, compile=args.compile)
-        mfu = speed["achieved_flops"] / peak
-        print(f"train   baby GPT, batch 12 x 64: {speed['tokens_per_sec']:,.0f} tokens/s, "
-              f"{speed['achieved_flops'] / 1e9:,.1f} GFLOP/s, MFU {mfu:.0%} of the matmul peak"
-              + (" (compiled)" if args.compile else ""))
+        speed = training_speed(args.train_steps, device=device, compile=args.compile,
+                               precision=args.precision, attention=args.attention)
+        dtype = speed["matmul_dtype"]
+        mfu = speed["achieved_flops"] / peaks[dtype]
+        dtype_name = str(dtype).removeprefix("torch.")
+        print(f"train   baby GPT, batch 12 x 64, {dtype_name} matmuls, {args.attention} attention"
+              f"{', compiled' if args.compile else ''}: {speed['tokens_per_sec']:,.0f} tokens/s, "
+              f"{speed['achieved_flops'] / 1e9:,.1f} GFLOP/s, MFU {mfu:.0%} of the {dtype_name} "
+              "matmul peak")
     if "decode" in sections:
         speed = decode_speed(args.new_tokens, device=device)
         line = (f"decode  {args.new_tokens} tokens, batch 1, greedy: KV cache {speed['kv_cache']:,.0f} "

@@ -6,8 +6,11 @@ environment variable `LLMKIT_DEVICE` (e.g. `cpu`, `cuda`, `cuda:1`, `mps`) overr
 
 Lower precision: on CUDA GPUs that support it we run the matrix multiplications in
 bfloat16 under `torch.autocast` (same exponent range as float32, so no loss scaling is
-needed) and let float32 matmuls use TF32. On CPU and MPS we stay in float32, where
-autocast gains little and costs accuracy.
+needed) and let float32 matmuls use TF32. That is precision "auto", the default; CPU and
+MPS stay in float32 under it. Precision "bf16" is the opt-in for CPUs that do bfloat16
+arithmetic in hardware (x86 with AVX512-BF16 or AMX): there a bf16 matmul is several times
+faster than a float32 one. CPUs without it would only emulate bf16, slower than float32,
+so "bf16" keeps them in float32. "fp32" turns autocast off everywhere.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 
 DEVICE_ENV = "LLMKIT_DEVICE"
 QUICK_ENV = "LLMKIT_QUICK"
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def _mps_available() -> bool:
@@ -84,25 +88,48 @@ def available_devices() -> list[str]:
     return names
 
 
-def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (x86 AVX512-BF16 or AMX tiles).
+
+    Asks PyTorch's own CPU-feature probes; where a build lacks them, answers False.
+    """
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(torch.cpu, probe, None)
+        try:
+            if check is not None and check():
+                return True
+        except RuntimeError:
+            continue
+    return False
+
+
+def autocast_dtype(device: torch.device | str, precision: str = "auto") -> torch.dtype | None:
     """The reduced precision to run matmuls in on `device`, or None for plain float32.
 
-    bfloat16 on CUDA GPUs that support it (Ampere and newer), float16 on older CUDA GPUs
-    would need a gradient scaler, so we keep those in float32; CPU and MPS stay float32.
+    precision "auto": bfloat16 on CUDA GPUs that support it (Ampere and newer), float32
+    elsewhere (older CUDA GPUs would need float16 and a gradient scaler; CPU and MPS gain
+    little by default). "bf16": also bfloat16 on CPUs with native bf16
+    (`cpu_has_native_bf16`). "fp32": always None.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
     device = torch.device(device)
+    if precision == "fp32":
+        return None
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if precision == "bf16" and device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return None
 
 
-def autocast(device: torch.device | str, enabled: bool = True):
-    """A context manager that runs the forward pass in `autocast_dtype(device)`.
+def autocast(device: torch.device | str, enabled: bool = True, precision: str = "auto"):
+    """A context manager that runs the forward pass in `autocast_dtype(device, precision)`.
 
     Does nothing (plain float32) where that dtype is None or `enabled` is False.
     """
     device = torch.device(device)
-    dtype = autocast_dtype(device)
+    dtype = autocast_dtype(device, precision)
     if not enabled or dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -142,7 +169,8 @@ def describe(device: torch.device | str | None = None) -> str:
     elif device.type == "mps":
         what = f"mps (Apple {platform.machine()})"
     else:
-        what = f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+        bf16 = ", native bf16" if cpu_has_native_bf16() else ""
+        what = f"cpu ({platform.machine()}, {torch.get_num_threads()} threads{bf16})"
     dtype = autocast_dtype(device)
     precision = f"{str(dtype).removeprefix('torch.')} autocast" if dtype else "float32"
     return (

@@ -5,13 +5,14 @@ One optimizer step, as in nanoGPT's train.py:
     lr = learning_rate(step)                    linear warmup, then cosine down to min_lr
     repeat grad_accum_steps times:
         x, y = get_batch(train_ids)             (batch, context) int64 each
-        loss = model(x, y) / grad_accum_steps   under autocast (bf16 on CUDA, fp32 on CPU)
+        loss = model(x, y) / grad_accum_steps   under autocast (see TrainConfig.precision)
         loss.backward()                         gradients add up across micro-batches
     clip the gradient norm to grad_clip
     AdamW step (decoupled weight decay on matmul and embedding weights only)
 
 Every `eval_interval` steps the mean loss over `eval_iters` batches of training and of
-validation text is measured, on the same batches every time so the curves are comparable.
+validation text is measured, on the same batches every time so the curves are comparable;
+`stream_loss` measures a whole split, without sampling noise, for the final figure.
 Callbacks (the live dashboard of lesson 07, a notebook's own printing) see every record.
 
 `Trainer.save_checkpoint` writes the weights, the optimizer, the step, every random
@@ -34,7 +35,7 @@ from torch import nn
 
 from llmkit.checkpoint import load_training_state, save_checkpoint
 from llmkit.data.batches import as_token_tensor, get_batch
-from llmkit.device import autocast, pick_device
+from llmkit.device import PRECISIONS, autocast, autocast_dtype, pick_device
 
 
 CALLBACK_EVENTS = ("on_train_start", "on_step", "on_eval", "on_train_end")
@@ -65,7 +66,11 @@ class TrainConfig:
         callbacks receive the records at that moment. 1 is right on CPU; 10 or more on a GPU.
     seed: seeds the batch sampler, the evaluation batches and dropout.
     compile: run the model through torch.compile (falls back to eager if compiling fails).
-    autocast: run the forward pass in llmkit.device.autocast_dtype (bf16 on CUDA, fp32 elsewhere).
+    precision: "auto" (bf16 autocast on CUDA GPUs that support it, float32 elsewhere),
+        "bf16" (also bf16 on CPUs with native bf16, e.g. AVX512-BF16 or AMX; other CPUs
+        warn and stay float32) or "fp32". See llmkit.device.autocast_dtype. On a CPU,
+        pair "bf16" with GPTConfig(attention="manual"): PyTorch's CPU flash attention has a
+        slow bf16 backward that otherwise eats most of the gain (bench/plain_loop.py).
     device: "cpu", "cuda", "mps" or None (llmkit.device.pick_device chooses).
     progress: show a tqdm progress bar with the loss.
     """
@@ -90,7 +95,7 @@ class TrainConfig:
     log_interval: int = 1
     seed: int = 1337
     compile: bool = False
-    autocast: bool = True
+    precision: str = "auto"
     device: str | None = None
     progress: bool = True
 
@@ -127,6 +132,8 @@ class TrainConfig:
                 f"grad_clip must be >= 0 or None, got {self.grad_clip}.")
         require(self.time_budget_s is None or self.time_budget_s > 0,
                 f"time_budget_s must be positive or None, got {self.time_budget_s}.")
+        require(self.precision in PRECISIONS,
+                f"precision must be one of {PRECISIONS}, got {self.precision!r}.")
 
     @property
     def decay_steps(self) -> int:
@@ -140,6 +147,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         """Rebuild a config from `to_dict()`'s output; unknown keys raise a ValueError."""
+        values = dict(values)
+        if "autocast" in values:   # checkpoints saved before `precision` replaced it
+            values.setdefault("precision", "auto" if values.pop("autocast") else "fp32")
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -202,6 +212,43 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
         return torch.optim.AdamW(groups, **options)
 
 
+# --- a low-noise evaluation ---------------------------------------------------------------
+
+
+@torch.no_grad()
+def stream_loss(model: nn.Module, ids, context_length: int, batch_size: int = 64, device=None,
+                precision: str = "fp32") -> float:
+    """The mean loss over a whole token stream, read as consecutive windows.
+
+    ids: (n,) token stream -> mean cross-entropy (nats per token) over the first
+    (n - 1) // context_length windows of context_length tokens, each position predicting
+    the next token (the last few targets that fill no whole window are left out). Each
+    position of the window occurs equally often, as in random windows, so this measures
+    what `Trainer.estimate_loss` does, without its sampling noise: the figure to compare
+    runs by. The model runs in eval mode, batch_size windows at a time; precision is
+    TrainConfig's (default fp32, the same arithmetic for every run compared).
+    """
+    ids = as_token_tensor(ids)
+    if not isinstance(context_length, int) or context_length < 1 or len(ids) < context_length + 1:
+        raise ValueError(f"need a positive context_length and at least context_length + 1 tokens; "
+                         f"got context_length={context_length!r} and {len(ids)} tokens.")
+    device = pick_device(device) if device is not None else next(model.parameters()).device
+    n_windows = (len(ids) - 1) // context_length
+    inputs = ids[: n_windows * context_length].view(n_windows, context_length)
+    targets = ids[1 : n_windows * context_length + 1].view(n_windows, context_length)
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for start in range(0, n_windows, batch_size):
+        x = inputs[start : start + batch_size].to(device)
+        y = targets[start : start + batch_size].to(device)
+        with autocast(device, precision=precision):
+            _, loss = model(x, y)
+        total += loss.item() * len(x)   # the batch mean, weighted by its windows
+    model.train(was_training)
+    return total / n_windows
+
+
 # --- the trainer -----------------------------------------------------------------------
 
 
@@ -240,6 +287,9 @@ class Trainer:
                 f"context_length={model_context}; use at most {model_context}."
             )
         self.device = pick_device(device if device is not None else self.config.device)
+        if self.config.precision == "bf16" and autocast_dtype(self.device, "bf16") is None:
+            warnings.warn(f"precision='bf16' asked for, but {self.device} has no native bfloat16 "
+                          "(emulating it would be slower than float32); training in float32.")
         self.train_ids = self._check_ids(train_ids, "train_ids", model)
         self.val_ids = self._check_ids(val_ids, "val_ids", model)
         for callback in callbacks:
@@ -304,7 +354,7 @@ class Trainer:
         return total / accum
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with autocast(self.device, enabled=self.config.autocast):
+        with autocast(self.device, precision=self.config.precision):
             if not self.compile_pending:
                 return self.forward(x, y)[1]
             # torch.compile compiles on the first call; without a working compiler (or
@@ -358,7 +408,7 @@ class Trainer:
             for i in range(self.config.eval_iters):
                 x, y = get_batch(ids, self.config.batch_size, self.context_length,
                                  generator=generator, device=self.device)
-                with autocast(self.device, enabled=self.config.autocast):
+                with autocast(self.device, precision=self.config.precision):
                     _, loss = self.model(x, y)
                 losses[i] = loss.float()
             result[split] = losses.mean().item()

@@ -1,5 +1,8 @@
 """Device selection: the override, the clear errors, and the autocast choice."""
 
+import platform
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -42,6 +45,31 @@ def test_cpu_runs_in_float32():
     with dev.autocast("cpu"):
         out = torch.ones(2, 2) @ torch.ones(2, 2)
     assert out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_is_an_opt_in_for_cpus_that_have_it(monkeypatch, native):
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: native)
+    assert dev.autocast_dtype("cpu", "auto") is None
+    assert dev.autocast_dtype("cpu", "fp32") is None
+    assert dev.autocast_dtype("cpu", "bf16") is (torch.bfloat16 if native else None)
+    with dev.autocast("cpu", precision="bf16"):
+        out = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert out.dtype == (torch.bfloat16 if native else torch.float32)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        dev.autocast_dtype("cpu", "half")
+
+
+def test_native_bf16_matches_the_cpu_flags():
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.machine() in ("x86_64", "AMD64") and cpuinfo.exists():
+        flags = set()
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags |= set(line.split(":", 1)[1].split())
+        assert dev.cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})
+    else:   # elsewhere the answer only has to be a plain yes or no
+        assert dev.cpu_has_native_bf16() in (True, False)
 
 
 def test_seed_everything_repeats_random_draws():

@@ -12,9 +12,11 @@ import pytest
 import torch
 from torch import nn
 
+from llmkit import device as llmkit_device
 from llmkit.data.batches import get_batch
 from llmkit.model import GPT, GPTConfig
-from llmkit.train import TrainConfig, Trainer, decay_parameter_names, learning_rate, make_optimizer
+from llmkit.train import (TrainConfig, Trainer, decay_parameter_names, learning_rate, make_optimizer,
+                          stream_loss)
 
 VOCAB = 12
 
@@ -134,6 +136,80 @@ def test_no_clipping_leaves_gradients_alone():
     torch.testing.assert_close(reported, norm)
     for before, param in zip(grads, trainer.model.parameters()):
         torch.testing.assert_close(param.grad, before, rtol=0, atol=0)
+
+
+# --- evaluation ----------------------------------------------------------------------------
+
+
+def test_stream_loss_is_the_mean_over_every_whole_window():
+    model = tiny_model(dropout=0.1).train()
+    ids = token_stream(n=16 * 9 + 5)    # 9 whole windows of 16, 4 targets left over
+    losses = []
+    with torch.no_grad():
+        model.eval()
+        for w in range(9):
+            window = ids[16 * w : 16 * w + 17]
+            logits = model(window[None, :-1])[0][0]
+            losses.append(torch.nn.functional.cross_entropy(logits, window[1:], reduction="none"))
+        model.train()
+    expected = torch.cat(losses).double().mean().item()
+    assert stream_loss(model, ids, 16, batch_size=4) == pytest.approx(expected, rel=1e-6)
+    assert model.training   # left as it was found
+    with pytest.raises(ValueError, match="context_length \\+ 1"):
+        stream_loss(model, ids[:10], 16)
+
+
+# --- precision ------------------------------------------------------------------------------
+
+
+def linear_output_dtypes(trainer) -> set:
+    """Run one training step and collect the dtypes the model's Linear layers produced."""
+    seen = set()
+    hooks = [module.register_forward_hook(lambda m, args, out: seen.add(out.dtype))
+             for module in trainer.model.modules() if isinstance(module, nn.Linear)]
+    trainer.train_step()
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_runs_matmuls_in_bf16_only_where_the_cpu_has_it(monkeypatch, native):
+    monkeypatch.setattr(llmkit_device, "cpu_has_native_bf16", lambda: native)
+    if native:
+        trainer = make_trainer(precision="bf16")
+        assert linear_output_dtypes(trainer) == {torch.bfloat16}
+    else:
+        with pytest.warns(UserWarning, match="training in float32"):
+            trainer = make_trainer(precision="bf16")
+        assert linear_output_dtypes(trainer) == {torch.float32}
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())   # master weights
+    assert linear_output_dtypes(make_trainer(precision="fp32")) == {torch.float32}
+
+
+def test_bf16_loss_and_gradients_stay_close_to_float32(monkeypatch):
+    monkeypatch.setattr(llmkit_device, "cpu_has_native_bf16", lambda: True)
+    model = tiny_model()
+    reference = copy.deepcopy(model)
+    trainer = make_trainer(model, precision="bf16", seed=3)
+    loss = trainer.compute_gradients()
+
+    x, y = get_batch(trainer.train_ids, 4, 16, generator=torch.Generator().manual_seed(3))
+    _, expected = reference(x, y)    # plain float32, no autocast
+    expected.backward()
+    # bf16 keeps 8 significant bits: about 0.4% per rounding, so a percent or two overall.
+    torch.testing.assert_close(loss, expected.detach(), rtol=2e-2, atol=0)
+    for (name, mine), (_, theirs) in zip(model.named_parameters(), reference.named_parameters()):
+        cosine = torch.nn.functional.cosine_similarity(mine.grad.flatten(), theirs.grad.flatten(), dim=0)
+        assert cosine > 0.99, name
+
+
+def test_configs_saved_before_precision_still_load():
+    old = {**TrainConfig().to_dict(), "autocast": False}
+    del old["precision"]
+    assert TrainConfig.from_dict(old).precision == "fp32"
+    old["autocast"] = True
+    assert TrainConfig.from_dict(old).precision == "auto"
 
 
 # --- the loop ----------------------------------------------------------------------------
@@ -258,6 +334,7 @@ def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(tmp_path, stop_at):
     (dict(warmup_steps=50, lr_decay_steps=10), "lr_decay_steps"),
     (dict(beta2=1.0), "beta2 must be in"),
     (dict(time_budget_s=-1), "time_budget_s must be positive"),
+    (dict(precision="fp16"), "precision must be one of"),
 ])
 def test_bad_configs_say_what_is_wrong(overrides, message):
     with pytest.raises(ValueError, match=message):
