@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=1337, help="data, model and batch seed")
     run.add_argument("--device", help="cpu, cuda, mps (default: the fastest present)")
     run.add_argument("--compile", action="store_true", help="use torch.compile")
+    run.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                     help="auto: bf16 on CUDA GPUs that have it, else fp32; bf16 also on CPUs "
+                          "with native bf16 (about 1.8x faster there)")
     run.add_argument("--out", metavar="DIR", help="write the checkpoint here (at the end)")
     run.add_argument("--checkpoint-interval", type=int, help="also save every N steps")
     run.add_argument("--resume", action="store_true", help="continue the run saved in --out")
@@ -142,7 +145,8 @@ def run_train(args) -> int:
             lr=args.lr, min_lr=args.lr / 10 if args.min_lr is None else args.min_lr,
             warmup_steps=args.warmup, eval_interval=args.eval_interval,
             checkpoint_interval=args.checkpoint_interval, out_dir=args.out, seed=args.seed,
-            compile=args.compile, device=str(device), progress=not args.quiet,
+            compile=args.compile, precision=args.precision, device=str(device),
+            progress=not args.quiet,
             log_interval=10 if device.type == "cuda" else 1,   # fewer GPU syncs
         )
     train_ids, val_ids = split_train_val(torch.tensor(tokenizer.encode(text)), args.val_fraction)
