@@ -106,7 +106,7 @@ def main(argv=None) -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="TrainConfig.precision (default auto: float32 on CPU)")
     parser.add_argument("--attention", choices=("sdpa", "manual"), default="sdpa",
-                        help="GPTConfig.attention (default sdpa; on a CPU in bf16, manual is faster)")
+                        help="GPTConfig.attention (default sdpa; bf16 training on a CPU takes the manual path anyway)")
     parser.add_argument("--compile", action="store_true", help="train with torch.compile")
     parser.add_argument("--device", help="cpu, cuda, mps (default: the fastest present)")
     args = parser.parse_args(argv)
