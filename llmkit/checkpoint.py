@@ -169,8 +169,11 @@ def _required(path: Path, name: str) -> Path:
 
 
 def _damaged(file: Path, error: Exception) -> ValueError:
+    # Only the first sentence of the loader's own message: torch.load's goes on with advice
+    # (load with weights_only=False) that is wrong, and unsafe, for a damaged file.
+    reason = str(error).strip().split("\n")[0].split(". ")[0]
     return ValueError(
-        f"{file} is damaged or not an llmkit checkpoint file ({type(error).__name__}: {error}); "
+        f"{file} is damaged or not an llmkit checkpoint file ({type(error).__name__}: {reason}); "
         "it may be truncated. Save the checkpoint again or use an older one."
     )
 
