@@ -2,19 +2,29 @@
 
 An assignment's name is its notebook's file stem (`exercises/01_bigrams.ipynb` is
 "01_bigrams"); an exercise's id is both its check name (`check("bigram.counts", ...)`) and
-the nbgrader `grade_id` of the cell the learner writes it in. A later lesson adds its
-exercises by writing `exercises_NN.py` and listing its ASSIGNMENT here.
+the nbgrader `grade_id` of the cell the learner writes it in. A lesson adds its exercises
+by writing `exercises_NN.py` (in this folder) with an ASSIGNMENT; they are found here in
+the order of their numbers.
 """
 
 from __future__ import annotations
 
-from . import exercises_01, exercises_02
+import importlib
+import pkgutil
+from pathlib import Path
+
 from .exercise import Assignment, Exercise
 
-ASSIGNMENTS: dict[str, Assignment] = {
-    assignment.name: assignment
-    for assignment in (exercises_01.ASSIGNMENT, exercises_02.ASSIGNMENT)
-}
+
+def _exercise_modules() -> list[str]:
+    names = [module.name for module in pkgutil.iter_modules([str(Path(__file__).parent)])]
+    return sorted(name for name in names if name.startswith("exercises_"))
+
+
+ASSIGNMENTS: dict[str, Assignment] = {}
+for _name in _exercise_modules():
+    _assignment = importlib.import_module(f"{__package__}.{_name}").ASSIGNMENT
+    ASSIGNMENTS[_assignment.name] = _assignment
 
 
 def find_exercise(exercise_id: str) -> Exercise:

@@ -136,13 +136,28 @@ ALL_CELLS_RUN_JS = """() => {
 RUN_ALL_JS = "() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }"
 
 
-def run_notebook(page, url: str, token: str, notebook: str, timeout_s: float = 120.0) -> None:
+def run_notebook(page, url: str, token: str, notebook: str, timeout_s: float = 120.0,
+                 workspace: str | None = None) -> None:
     """Open `notebook` in JupyterLab, run every cell, and wait until all have finished
-    (or one has failed: the caller then finds its error output in the page)."""
-    page.goto(f"{url}/lab/tree/{notebook}?token={token}")
+    (or one has failed: the caller then finds its error output in the page).
+
+    With `workspace`, the notebook opens in a fresh workspace of that name, alone on the page.
+    """
+    where = f"/lab/workspaces/{workspace}" if workspace else "/lab"
+    page.goto(f"{url}{where}/tree/{notebook}?token={token}&reset")
     page.wait_for_function(KERNEL_IDLE_JS, timeout=timeout_s * 1000, polling=250)
     page.evaluate(RUN_ALL_JS)  # not awaited: a command may open a dialog and never resolve
     page.wait_for_function(ALL_CELLS_RUN_JS, timeout=timeout_s * 1000, polling=250)
+
+
+def shut_down_kernels(url: str, token: str) -> None:
+    """Stop every kernel session the server runs (through its REST API, no dialogs)."""
+    with urllib.request.urlopen(f"{url}/api/sessions?token={token}", timeout=10) as reply:
+        sessions = json.load(reply)
+    for session in sessions:
+        request = urllib.request.Request(f"{url}/api/sessions/{session['id']}?token={token}",
+                                         method="DELETE")
+        urllib.request.urlopen(request, timeout=30).close()
 
 
 def cell_output(page, marker: str):

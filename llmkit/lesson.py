@@ -1,0 +1,80 @@
+"""Small helpers every lesson notebook uses: budgets, friendly checks, a stopwatch.
+
+- `budget(default, quick)`: a lesson's training steps, corpus sizes and so on. The default
+  runs the lesson in a few minutes on a laptop CPU; quick mode (`LLMKIT_QUICK=1`, set by
+  the tests) shrinks every budget so the lesson runs in well under a minute.
+- `check_same(mine, reference, what)`: the "check it" step of every lesson. It compares
+  the learner's result with `llmkit`'s using `torch.testing.assert_close` and prints one
+  friendly line, or raises an AssertionError that says what differs and what to look at.
+- `stopwatch()`: times a block, so prose can quote figures a cell has printed.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import torch
+
+from llmkit.device import quick_mode
+
+
+def budget(default, quick):
+    """`quick` in quick mode (LLMKIT_QUICK=1), else `default`; e.g. budget(2000, 60) steps."""
+    return quick if quick_mode() else default
+
+
+def _as_tensor(value) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    return torch.as_tensor(value)
+
+
+def check_same(mine, reference, what: str, *, atol: float | None = None,
+               rtol: float | None = None) -> None:
+    """Check the learner's result against the reference and say so in one line.
+
+    mine, reference: tensors, numbers, or (nested) lists of numbers of the same shape.
+    Floating-point values may differ by rounding (torch.testing.assert_close's tolerances
+    for the dtype, or atol/rtol when given); integers must be equal. Dtypes may differ
+    (float32 vs float64), shapes may not.
+    """
+    if isinstance(mine, (tuple, list)) and mine and isinstance(mine[0], torch.Tensor):
+        if not isinstance(reference, (tuple, list)) or len(mine) != len(reference):
+            raise AssertionError(f"{what}: expected {len(reference)} tensors, got {len(mine)}.")
+        for index, (one, other) in enumerate(zip(mine, reference)):
+            check_same(one, other, f"{what} [{index}]", atol=atol, rtol=rtol)
+        return
+    got, expected = _as_tensor(mine), _as_tensor(reference)
+    if got.shape != expected.shape:
+        raise AssertionError(
+            f"{what}: your result has shape {tuple(got.shape)}, llmkit's has "
+            f"{tuple(expected.shape)}. Print the shapes step by step to see where they part."
+        )
+    if got.is_floating_point() or expected.is_floating_point():
+        got, expected = got.double(), expected.double()
+    try:
+        torch.testing.assert_close(got, expected, atol=atol, rtol=rtol, check_dtype=False)
+    except AssertionError as error:
+        detail = str(error).strip().splitlines()
+        raise AssertionError(
+            f"{what}: your result differs from llmkit's.\n" + "\n".join(detail[:6])
+            + "\nCompare the two on a tiny input, one step at a time."
+        ) from None
+    print(f"✓ {what}: yours matches llmkit's")
+
+
+@contextmanager
+def stopwatch(label: str = "took"):
+    """Time the block and print e.g. 'took 1.23 s'. The elapsed seconds are in .seconds."""
+    timer = _Timer()
+    start = time.perf_counter()
+    try:
+        yield timer
+    finally:
+        timer.seconds = time.perf_counter() - start
+        print(f"{label} {timer.seconds:.2f} s")
+
+
+class _Timer:
+    seconds: float = 0.0

@@ -1,0 +1,37 @@
+"""llmkit.lesson: budgets follow quick mode; check_same passes equal results and explains
+different ones."""
+
+import pytest
+import torch
+
+from llmkit.lesson import budget, check_same, stopwatch
+
+
+def test_budget_follows_quick_mode(monkeypatch):
+    monkeypatch.setenv("LLMKIT_QUICK", "1")
+    assert budget(2000, 50) == 50
+    monkeypatch.delenv("LLMKIT_QUICK")
+    assert budget(2000, 50) == 2000
+
+
+def test_check_same_accepts_rounding_and_dtype_differences(capsys):
+    x = torch.randn(4, 5)
+    check_same(x + 1e-7, x.double(), "sum")
+    check_same([1, 2, 3], torch.tensor([1, 2, 3]), "ids")
+    check_same((x, x * 2), (x.clone(), x * 2), "pair")
+    assert capsys.readouterr().out.count("✓") == 4  # one line per tensor of the pair
+
+
+def test_check_same_explains_a_wrong_shape_or_value():
+    with pytest.raises(AssertionError, match=r"shape \(4, 5\).*\(5, 4\)"):
+        check_same(torch.zeros(4, 5), torch.zeros(5, 4), "table")
+    with pytest.raises(AssertionError, match="differs from llmkit's"):
+        check_same(torch.zeros(3), torch.tensor([0.0, 1.0, 0.0]), "probs")
+    with pytest.raises(AssertionError, match="differs"):
+        check_same([1, 2], [1, 3], "ids")
+
+
+def test_stopwatch_reports_seconds(capsys):
+    with stopwatch("took") as timer:
+        sum(range(1000))
+    assert timer.seconds >= 0 and capsys.readouterr().out.startswith("took ")
