@@ -30,27 +30,43 @@ def _as_tensor(value) -> torch.Tensor:
     return torch.as_tensor(value)
 
 
-def check_same(mine, reference, what: str, *, atol: float | None = None,
-               rtol: float | None = None) -> None:
+# torch.testing.assert_close's default tolerances (rtol, atol) for each floating dtype.
+_TOLERANCES = {torch.float16: (1e-3, 1e-5), torch.bfloat16: (1.6e-2, 1e-5),
+               torch.float32: (1.3e-6, 1e-5), torch.float64: (1e-7, 1e-7)}
+
+
+def _tolerances(*tensors: torch.Tensor) -> tuple[float, float]:
+    """The (rtol, atol) of the least precise floating dtype among `tensors`."""
+    floats = [_TOLERANCES.get(t.dtype, _TOLERANCES[torch.float32]) for t in tensors
+              if t.is_floating_point()]
+    return max(floats) if floats else (0.0, 0.0)
+
+
+def check_same(mine, reference, what: str, *, against: str = "llmkit's",
+               atol: float | None = None, rtol: float | None = None) -> None:
     """Check the learner's result against the reference and say so in one line.
 
-    mine, reference: tensors, numbers, or (nested) lists of numbers of the same shape.
-    Floating-point values may differ by rounding (torch.testing.assert_close's tolerances
-    for the dtype, or atol/rtol when given); integers must be equal. Dtypes may differ
-    (float32 vs float64), shapes may not.
+    mine, reference: tensors, numbers, or (nested) lists of numbers of the same shape, or
+    lists of tensors. `against` names the reference in the message (e.g. "F.gelu").
+    Floating-point values may differ by rounding: the tolerances are
+    torch.testing.assert_close's for the less precise of the two dtypes (so float32 against
+    float64 is judged as float32), or atol/rtol when given. Integers must be equal.
     """
     if isinstance(mine, (tuple, list)) and mine and isinstance(mine[0], torch.Tensor):
         if not isinstance(reference, (tuple, list)) or len(mine) != len(reference):
             raise AssertionError(f"{what}: expected {len(reference)} tensors, got {len(mine)}.")
         for index, (one, other) in enumerate(zip(mine, reference)):
-            check_same(one, other, f"{what} [{index}]", atol=atol, rtol=rtol)
+            check_same(one, other, f"{what} [{index}]", against=against, atol=atol, rtol=rtol)
         return
     got, expected = _as_tensor(mine), _as_tensor(reference)
     if got.shape != expected.shape:
         raise AssertionError(
-            f"{what}: your result has shape {tuple(got.shape)}, llmkit's has "
+            f"{what}: your result has shape {tuple(got.shape)}, {against} has "
             f"{tuple(expected.shape)}. Print the shapes step by step to see where they part."
         )
+    default_rtol, default_atol = _tolerances(got, expected)
+    rtol = default_rtol if rtol is None else rtol
+    atol = default_atol if atol is None else atol
     if got.is_floating_point() or expected.is_floating_point():
         got, expected = got.double(), expected.double()
     try:
@@ -58,10 +74,10 @@ def check_same(mine, reference, what: str, *, atol: float | None = None,
     except AssertionError as error:
         detail = str(error).strip().splitlines()
         raise AssertionError(
-            f"{what}: your result differs from llmkit's.\n" + "\n".join(detail[:6])
+            f"{what}: your result differs from {against}.\n" + "\n".join(detail[:6])
             + "\nCompare the two on a tiny input, one step at a time."
         ) from None
-    print(f"✓ {what}: yours matches llmkit's")
+    print(f"✓ {what}: yours matches {against}")
 
 
 @contextmanager

@@ -35,3 +35,12 @@ def test_stopwatch_reports_seconds(capsys):
     with stopwatch("took") as timer:
         sum(range(1000))
     assert timer.seconds >= 0 and capsys.readouterr().out.startswith("took ")
+
+
+def test_check_same_judges_float32_by_float32_tolerances(capsys):
+    exact = torch.linspace(-3, 3, 50, dtype=torch.float64)
+    rounded = (exact.float() * (1 + 4e-7)).float()  # float32-sized error, far above float64's
+    check_same(rounded, exact, "gelu", against="F.gelu")
+    assert "matches F.gelu" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="differs from F.gelu"):
+        check_same(exact * (1 + 1e-4), exact, "gelu", against="F.gelu")
