@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,7 +44,8 @@ def run_lesson(path: Path, quick: bool, timeout_s: int) -> float:
     client = NotebookClient(notebook, timeout=timeout_s, kernel_name="python3",
                             resources={"metadata": {"path": str(LESSONS)}})
     started = time.perf_counter()
-    client.execute()
+    # The kernel's own start-up warnings would clutter the figures (cells' output is kept).
+    client.execute(stderr=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 

@@ -444,3 +444,16 @@ def test_next_token_crops_long_prompts_and_summarises_in_static_mode(model, toke
     torch.testing.assert_close(view.raw_probs, reference_logits(model, ids[-16:]).softmax(-1))
     assert repr(view).startswith("next token after 40 tokens:")
     assert display.PLOTLY_MIME in view._repr_mimebundle_()
+
+
+def test_typing_a_character_one_tokenizer_lacks_keeps_the_others_live():
+    from llmkit.tokenizers import BPETokenizer, CharTokenizer
+    from llmkit.viz.tokens import TokensView
+
+    chars, bpe = CharTokenizer.train("abc ab"), BPETokenizer.train("abc ab abc", 260)
+    view = TokensView({"chars": chars, "bpe": bpe}, "abc", live=True)
+    view.set_text("abc é", typed=True)
+    assert "never saw" in view.outputs["chars"].value
+    assert "llmkit-token" in view.outputs["bpe"].value and len(view.spans["bpe"]) > 0
+    with pytest.raises(ValueError, match="never saw"):
+        view.set_text("abc é")  # a text given in code, not typed: the error is raised

@@ -93,15 +93,32 @@ class TokensView(View):
                  for html in self.outputs.values()]
             )
             self.widget = widgets.VBox([box, columns])
-            box.observe(lambda change: self.set_text(change["new"]), names="value")
+            box.observe(lambda change: self.set_text(change["new"], typed=True), names="value")
         self.set_text(text)
 
-    def set_text(self, text: str) -> None:
-        """Re-tokenize `text` with every tokenizer and redraw."""
+    def set_text(self, text: str, typed: bool = False) -> None:
+        """Re-tokenize `text` with every tokenizer and redraw.
+
+        A tokenizer that cannot encode the text (a character tokenizer meeting a character
+        it never saw) shows its error in its own column when the text was typed into the
+        box (`typed`), so the others still update; otherwise the error is raised.
+        """
         self.text = text
-        self.spans = {name: token_spans(t, text) for name, t in self.tokenizers.items()}
+        self.spans, problems = {}, {}
+        for name, tokenizer in self.tokenizers.items():
+            try:
+                self.spans[name] = token_spans(tokenizer, text)
+            except ValueError as error:
+                if not typed:
+                    raise
+                problems[name] = str(error)
         for name, html_widget in self.outputs.items():
-            html_widget.value = spans_html(self.spans[name], name)
+            if name in problems:
+                html_widget.value = (f'<div style="font-size:90%"><b>{escape(name)}</b> '
+                                     f'<span style="color:#b91c1c">{escape(problems[name])}'
+                                     "</span></div>")
+            else:
+                html_widget.value = spans_html(self.spans[name], name)
 
     def static_html(self) -> str:
         columns = "".join(
