@@ -284,8 +284,9 @@ def _compare_pca(answer, case):
 EXERCISES = [
     Exercise("embed.one_hot", "one_hot", 1, "One-hot vectors",
              _one_hot_cases, _compare_one_hot, forbidden=("torch.nn.functional.one_hot",),
-             hint="Compare ids[..., None] with torch.arange(vocab_size): the result is True "
-                  "exactly where the id sits; turn it into floats."),
+             hint="The result has one more dimension than ids, of size vocab_size, and must work "
+                  "for ids of any shape (a (B, T) batch too): put a 1.0 where the last index "
+                  "equals the id, 0.0 elsewhere (broadcasting against torch.arange helps)."),
     Exercise("embed.embed", "embed", 2, "Token plus position embeddings",
              _embed_cases, _compare_embed, forbidden=LOOKUPS,
              hint="one_hot(ids, V) has shape (B, T, V); matmul with the (V, d) token table gives "
