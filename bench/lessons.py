@@ -2,10 +2,11 @@
 
     python bench/lessons.py                      # every lesson, both modes
     python bench/lessons.py --mode quick 02 03   # some lessons, one mode
+    python bench/lessons.py --mode default --keep runs/executed 07   # keep the outputs to read
 
 Each lesson runs in a fresh kernel (nbclient), exactly as a learner's "Run All" would,
 with static figures (LLMKIT_STATIC=1) so no browser is needed. The repository copy is
-never written: outputs stay in memory. Prints one line per run and a table at the end.
+never written: outputs stay in memory, or go to --keep's folder. Prints one line per run and a table at the end.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def lesson_paths(selected: list[str]) -> list[Path]:
     return paths
 
 
-def run_lesson(path: Path, quick: bool, timeout_s: int) -> float:
-    """Seconds to execute every cell of `path` in a fresh kernel (raises on a cell error)."""
+def run_lesson(path: Path, quick: bool, timeout_s: int, keep: Path | None = None) -> float:
+    """Seconds to execute every cell of `path` in a fresh kernel (raises on a cell error).
+    With `keep`, the executed notebook is written there (e.g. keep/07_pretraining-default.ipynb)."""
     notebook = nbformat.read(path, as_version=4)
     os.environ["LLMKIT_STATIC"] = "1"
     if quick:
@@ -46,7 +48,11 @@ def run_lesson(path: Path, quick: bool, timeout_s: int) -> float:
     started = time.perf_counter()
     # The kernel's own start-up warnings would clutter the figures (cells' output is kept).
     client.execute(stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        nbformat.write(notebook, keep / f"{path.stem}-{'quick' if quick else 'default'}.ipynb")
+    return seconds
 
 
 def main(argv=None) -> int:
@@ -54,13 +60,15 @@ def main(argv=None) -> int:
     parser.add_argument("lessons", nargs="*", help="lesson numbers or file stems (default: all)")
     parser.add_argument("--mode", choices=["both", "default", "quick"], default="both")
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per cell")
+    parser.add_argument("--keep", type=Path, help="write the executed notebooks to this folder")
     args = parser.parse_args(argv)
     modes = ["default", "quick"] if args.mode == "both" else [args.mode]
     print(f"{os.cpu_count()} CPU threads, Python {sys.version.split()[0]}", flush=True)
     table: dict[str, dict[str, float]] = {}
     for path in lesson_paths(args.lessons):
         for mode in modes:
-            seconds = run_lesson(path, quick=mode == "quick", timeout_s=args.timeout)
+            seconds = run_lesson(path, quick=mode == "quick", timeout_s=args.timeout,
+                                 keep=args.keep)
             table.setdefault(path.stem, {})[mode] = seconds
             print(f"{path.stem:32s} {mode:8s} {seconds:7.1f} s", flush=True)
     print(f"\n| lesson | {' | '.join(modes)} |\n|---|{'---|' * len(modes)}")
