@@ -87,6 +87,21 @@ class Assignment:
 
 
 # ---------------------------------------------------------------------------------------
+# Random test inputs, drawn from the generator the check or the grader passes in (so a
+# seed fixes every case).
+
+def random_int(generator: torch.Generator, low: int, high: int) -> int:
+    """A Python int drawn uniformly from [low, high)."""
+    return int(torch.randint(low, high, (1,), generator=generator))
+
+
+def random_normal(generator: torch.Generator, *shape: int,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A tensor of `shape` with standard normal entries."""
+    return torch.randn(*shape, generator=generator, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------
 # Comparing answers. Each returns None when the answer is right, else a short message.
 
 def describe_type(value) -> str:

@@ -18,6 +18,7 @@ import torch
 from .. import bigram
 from .exercise import (Assignment, Case, Exercise, compare_numbers, compare_tensors,
                        describe_type)
+from .exercise import random_int as _int
 
 SETUP = "import math\nimport torch\nfrom llmkit.grading import check\n"
 
@@ -25,10 +26,6 @@ FORBIDDEN = tuple(f"llmkit.bigram.{name}" for name in (
     "count_bigrams", "bigram_probs", "sample", "cross_entropy", "perplexity",
     "bits_per_char", "best_smoothing", "BigramModel",
 ))
-
-
-def _int(generator, low, high) -> int:
-    return int(torch.randint(low, high, (1,), generator=generator))
 
 
 def _ids(generator, vocab_size, length) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch
 from ..tokenizers.bpe import get_pair_counts, merge_pair
 from .exercise import (Assignment, Case, Exercise, compare_dicts, compare_sequences,
                        describe_type)
+from .exercise import random_int as _int
 
 SETUP = "from llmkit.grading import check\n"
 
@@ -87,10 +88,6 @@ def encode_special_reference(text: str, merges, special_tokens: dict[str, int]) 
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "then", "that", "hat", "café", "über",
          "naïve", "日本", "ok", "🙂", "aaa", "tea", "eat"]
-
-
-def _int(generator, low, high) -> int:
-    return int(torch.randint(low, high, (1,), generator=generator))
 
 
 def _text(generator, n_words) -> str:

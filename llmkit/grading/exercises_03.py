@@ -26,6 +26,7 @@ from ..viz.embeddings import nearest_neighbours as reference_neighbours
 from ..viz.embeddings import pca as reference_pca
 from .exercise import (Assignment, Case, Exercise, compare_sequences, compare_tensors,
                        describe_type)
+from .exercise import random_int as _int
 
 SETUP = "import torch\nfrom llmkit.grading import check\n"
 
@@ -40,10 +41,6 @@ NEIGHBOURS = ("llmkit.viz.nearest_neighbours", "llmkit.viz.embeddings.nearest_ne
               "llmkit.viz.embeddings.EmbeddingsView")
 PCAS = ("torch.pca_lowrank", "llmkit.viz.pca", "llmkit.viz.embeddings.pca",
         "sklearn.decomposition.PCA")
-
-
-def _int(generator, low, high) -> int:
-    return int(torch.randint(low, high, (1,), generator=generator))
 
 
 def _vectors(generator, n, d) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .. import mlp_lm
 from .exercise import (Assignment, Case, Exercise, compare_numbers, compare_tensors,
                        describe_type)
+from .exercise import random_int as _int, random_normal as _randn
 
 SETUP = "import math\nimport torch\nfrom llmkit.grading import check\n"
 
@@ -43,14 +44,6 @@ LAYER_NORM_OPS = ("torch.nn.functional.layer_norm", "torch.layer_norm",
 AUTOGRAD_OPS = ("torch.autograd.grad", "torch.autograd.backward",
                 "torch.autograd.functional.vjp", "torch.autograd.functional.jacobian",
                 "torch.func.vjp", "torch.func.grad", "torch.func.jacrev")
-
-
-def _int(generator, low, high) -> int:
-    return int(torch.randint(low, high, (1,), generator=generator))
-
-
-def _randn(generator, *shape, dtype=torch.float32) -> torch.Tensor:
-    return torch.randn(*shape, generator=generator, dtype=dtype)
 
 
 def _shape(generator) -> tuple[int, ...]:

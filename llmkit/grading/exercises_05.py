@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..model.attention import CausalSelfAttention
 from ..model.config import GPTConfig
 from .exercise import Assignment, Case, Exercise, compare_tensors
+from .exercise import random_int as _int, random_normal as _randn
 
 SETUP = "import math\nimport torch\nfrom llmkit.grading import check\n"
 
@@ -35,14 +36,6 @@ TRIANGLES = ("torch.tril", "torch.triu", "torch.tril_indices", "torch.triu_indic
 ENTROPY_OPS = ("torch.special.entr", "torch.distributions.Categorical",
                "torch.distributions.categorical.Categorical")
 OFF_LIMITS = LLMKIT_ATTENTION + FUSED_ATTENTION
-
-
-def _int(generator, low, high) -> int:
-    return int(torch.randint(low, high, (1,), generator=generator))
-
-
-def _randn(generator, *shape, dtype=torch.float32) -> torch.Tensor:
-    return torch.randn(*shape, generator=generator, dtype=dtype)
 
 
 def _batch(generator) -> tuple[int, ...]:

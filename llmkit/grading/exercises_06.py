@@ -23,6 +23,7 @@ from llmkit.model import GPT, MLP, Block, GPTConfig
 from llmkit.model.gpt2 import convert_state_dict
 
 from .exercise import Assignment, Case, Exercise, compare_tensors, describe_type
+from .exercise import random_int as _int, random_normal as _randn
 
 SETUP = ("import math\nimport torch\nimport torch.nn.functional as F\n"
          "from llmkit.grading import check\n")
@@ -38,14 +39,6 @@ GPT2_IMPORT = tuple(f"llmkit.model.gpt2.{name}" for name in (
     "CONV1D_SUFFIXES", "TOP_LEVEL_NAMES", "BLOCK_NAMES",
 )) + ("llmkit.model.from_hf_state_dict", "llmkit.model.from_hf_model",
       "llmkit.model.from_hf_folder")
-
-
-def _int(generator, low, high) -> int:
-    return int(torch.randint(low, high, (1,), generator=generator))
-
-
-def _randn(generator, *shape) -> torch.Tensor:
-    return torch.randn(*shape, generator=generator)
 
 
 def _randomise(module, generator):

@@ -23,6 +23,7 @@ from ..train import TrainConfig, decay_parameter_names
 from ..train import learning_rate as reference_learning_rate
 from .exercise import (Assignment, Case, Exercise, compare_numbers, compare_tensors,
                        describe_type)
+from .exercise import random_int as _int, random_normal as _randn
 
 SETUP = "import math\nimport torch\nimport torch.nn.functional as F\nfrom llmkit.grading import check\n"
 
@@ -40,14 +41,6 @@ CLIP_OPS = ("torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad.clip_gra
 ADAM_OPS = ("torch.optim.AdamW", "torch.optim.Adam", "torch.optim.adamw.AdamW",
             "torch.optim.adam.Adam", "torch.optim.adamw.adamw", "torch.optim.adam.adam",
             "torch.optim._functional.adamw", "torch.optim._functional.adam")
-
-
-def _int(generator, low, high) -> int:
-    return int(torch.randint(low, high, (1,), generator=generator))
-
-
-def _randn(generator, *shape, dtype=torch.float32) -> torch.Tensor:
-    return torch.randn(*shape, generator=generator, dtype=dtype)
 
 
 # --- 1. random batches -----------------------------------------------------------------

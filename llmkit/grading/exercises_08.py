@@ -24,6 +24,7 @@ import torch
 
 from .. import generate
 from .exercise import Assignment, Case, Exercise, compare_tensors, describe_type
+from .exercise import random_int as _int
 
 SETUP = "import math\nimport torch\nfrom llmkit.grading import check\n"
 
@@ -31,10 +32,6 @@ GENERATE = tuple(f"llmkit.generate.{name}" for name in (
     "apply_temperature", "top_k_filter", "top_p_filter", "apply_repetition_penalty",
     "next_token_probs", "sample_tokens", "generate", "stream", "generate_text",
 ))
-
-
-def _int(generator, low, high) -> int:
-    return int(torch.randint(low, high, (1,), generator=generator))
 
 
 def _logits(generator, batch, vocab, scale=3.0) -> torch.Tensor:
