@@ -12,25 +12,16 @@ without it. Takes about a minute on two cores.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import time
 from pathlib import Path
 
 import pytest
 
+import lab_driver as lab  # tests/browser/lab_driver.py, on the path via tests/conftest.py
+
 HERE = Path(__file__).parent
 
-
-def _load_lab_driver():
-    # tests/ is not a package: load the helper module from its file.
-    spec = importlib.util.spec_from_file_location("lab_driver", HERE / "browser" / "lab_driver.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lab = _load_lab_driver()
 
 NOTEBOOK = HERE / "browser" / "widgets.ipynb"
 ARTIFACTS = HERE.parent / "test-artifacts" / "browser"

@@ -11,21 +11,18 @@ Needs Debian's `chromium` (`apt-get install chromium`); fails, never skips, with
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+import lab_driver as lab  # tests/browser/lab_driver.py, on the path via tests/conftest.py
+
 HERE = Path(__file__).parent
 ROOT = HERE.parent
 LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))
 ARTIFACTS = ROOT / "test-artifacts" / "browser" / "lessons"
-
-spec = importlib.util.spec_from_file_location("lab_driver", HERE / "browser" / "lab_driver.py")
-lab = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(lab)
 
 # An output area that shows a view: a plotly plot, an ipywidgets widget, or token spans.
 VIEW = ".js-plotly-plot, .jupyter-widgets.widget-container, .llmkit-token"
