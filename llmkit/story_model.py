@@ -53,9 +53,13 @@ def story_text(n_stories: int | None = None) -> str:
     return tinytales_text(n_stories, seed=SEED)
 
 
-def story_data(text: str) -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
-    """(tokenizer, train_ids (n_train,), val_ids (n_val,)): characters as tokens, 90/10 split."""
-    tokenizer = CharTokenizer.train(text)
+def story_data(text: str, tokenizer: CharTokenizer | None = None
+               ) -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
+    """(tokenizer, train_ids (n_train,), val_ids (n_val,)): characters as tokens, 90/10 split.
+
+    tokenizer: a saved one to encode with (default: a new one trained on `text`).
+    """
+    tokenizer = CharTokenizer.train(text) if tokenizer is None else tokenizer
     train_ids, val_ids = split_train_val(torch.tensor(tokenizer.encode(text)), val_fraction=0.1)
     return tokenizer, train_ids, val_ids
 
@@ -105,7 +109,7 @@ def load_or_train(device=None, *, steps: int | None = None, callbacks=(),
         if saved.tokenizer is None:
             raise ValueError(f"the checkpoint in {folder} has no tokenizer; delete the folder "
                              "and run this cell again to train a new model.")
-        _, _, val_ids = story_data(text)
+        _, _, val_ids = story_data(text, saved.tokenizer)
         step = (saved.state or {}).get("step", "?")
         return StoryModel(saved.model, saved.tokenizer, val_ids,
                           f"loaded from {folder} (trained for {step} steps)")
