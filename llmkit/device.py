@@ -4,13 +4,31 @@ The same notebook cell runs on a laptop CPU, an Apple-silicon GPU (MPS) or an NV
 (CUDA). `pick_device()` chooses the fastest one present, in that order CUDA, MPS, CPU; the
 environment variable `LLMKIT_DEVICE` (e.g. `cpu`, `cuda`, `cuda:1`, `mps`) overrides it.
 
-Lower precision: on CUDA GPUs that support it we run the matrix multiplications in
-bfloat16 under `torch.autocast` (same exponent range as float32, so no loss scaling is
-needed) and let float32 matmuls use TF32. That is precision "auto", the default; CPU and
-MPS stay in float32 under it. Precision "bf16" is the opt-in for CPUs that do bfloat16
-arithmetic in hardware (x86 with AVX512-BF16 or AMX): there a bf16 matmul is several times
-faster than a float32 one. CPUs without it would only emulate bf16, slower than float32,
-so "bf16" keeps them in float32. "fp32" turns autocast off everywhere.
+Lower precision, decided from what the hardware really does (`precision_reason` says which
+and why in one sentence):
+
+- precision "auto", the default: on CUDA GPUs with bfloat16 in hardware (compute capability
+  8.0 and newer: A100, RTX 30xx, H100...) the matmuls run in bfloat16 under `torch.autocast`
+  (the exponent range of float32, so no loss scaling). Older CUDA GPUs (T4, V100: the free
+  hosted notebooks) only emulate bfloat16, slower than float32, although
+  `torch.cuda.is_bf16_supported()` says yes; there "auto" runs in float16, which their tensor
+  cores do compute, with a gradient scaler (`needs_grad_scaler`) so that small gradients
+  do not underflow to zero. CPU and MPS stay in float32 (on MPS, autocast to a 16-bit
+  format covers only some operations).
+- "bf16": as "auto" on CUDA GPUs with bfloat16, and the opt-in for CPUs that do bfloat16
+  arithmetic in hardware (x86 with AVX512-BF16 or AMX), where a bf16 matmul is several
+  times faster than a float32 one. Where bf16 would only be emulated it stays float32.
+- "fp32" turns autocast off everywhere.
+
+Float32 matmuls on CUDA may use TF32 (`enable_fast_matmul`): `pick_device` switches it on
+when it picks a GPU, and the trainer calls it too.
+
+Threads: on a laptop CPU that is also busy with other programs, PyTorch's default (one
+thread per core) makes training many times slower than one thread, because its threads
+wait for each other at every operation while the other programs hold the cores.
+`choose_threads` leaves the busy cores to the other programs; `pick_device` applies it once
+per process, unless the threads were set by hand (`torch.set_num_threads`,
+`OMP_NUM_THREADS`); `$LLMKIT_THREADS` overrides it. `bench/threads.py` measures the effect.
 """
 
 from __future__ import annotations
@@ -19,12 +37,18 @@ import contextlib
 import os
 import platform
 import random
+import time
+from typing import NamedTuple
 
 import torch
 
 DEVICE_ENV = "LLMKIT_DEVICE"
 QUICK_ENV = "LLMKIT_QUICK"
+THREADS_ENV = "LLMKIT_THREADS"
 PRECISIONS = ("auto", "fp32", "bf16")
+# The thread count PyTorch started with: a different one later means someone chose it.
+_STARTING_THREADS = torch.get_num_threads()
+_threads_chosen = False
 
 
 def _mps_available() -> bool:
@@ -36,8 +60,18 @@ def pick_device(preferred: str | torch.device | None = None) -> torch.device:
 
     Order of choice: the `preferred` argument, then `$LLMKIT_DEVICE`, then CUDA, MPS, CPU.
     A name that is unknown, or names hardware this machine lacks, raises a ValueError that
-    says which devices are available.
+    says which devices are available. The first call also sets the number of CPU threads
+    (`use_chosen_threads`), and on a CUDA device lets float32 matmuls use TF32
+    (`enable_fast_matmul`).
     """
+    device = _find_device(preferred)
+    use_chosen_threads()
+    if device.type == "cuda":
+        enable_fast_matmul()
+    return device
+
+
+def _find_device(preferred) -> torch.device:
     name = preferred if preferred is not None else os.environ.get(DEVICE_ENV) or None
     if name is None:
         if torch.cuda.is_available():
@@ -103,24 +137,101 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
+def cuda_has_native_bf16(device: torch.device | str = "cuda") -> bool:
+    """Whether this CUDA GPU computes in bfloat16 in hardware (compute capability >= 8.0).
+
+    `torch.cuda.is_bf16_supported()` also says yes for older GPUs (T4: 7.5, V100: 7.0),
+    because it can create a bfloat16 tensor there; they emulate the arithmetic, slower
+    than float32. This asks what `torch.cuda.is_bf16_supported(including_emulation=False)`
+    asks, for `device` rather than for the current GPU. ROCm GPUs all have bfloat16.
+    """
+    if torch.version.hip:
+        return True
+    major, _ = torch.cuda.get_device_capability(torch.device(device))
+    return major >= 8
+
+
+def _cuda_name(device: torch.device) -> str:
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
+
+
+def _precision_choice(device, precision: str) -> tuple[torch.dtype | None, str]:
+    """(the autocast dtype or None for float32, one sentence saying why)."""
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {PRECISIONS}, got {precision!r}. Use 'auto' to let "
+            "llmkit choose from the hardware."
+        )
+    device = torch.device(device)
+    if precision == "fp32":
+        return None, "float32: precision 'fp32' asks for it."
+    if device.type == "cuda":
+        name = _cuda_name(device)
+        if cuda_has_native_bf16(device):
+            return torch.bfloat16, (
+                f"bfloat16 autocast: the {name} computes in bfloat16 in hardware, and bfloat16 "
+                "has float32's range, so no gradient scaler is needed.")
+        if precision == "bf16":
+            return None, (
+                f"float32: bf16 was asked for, but the {name} only emulates bfloat16, slower "
+                "than float32; precision 'auto' uses float16 with a gradient scaler there.")
+        return torch.float16, (
+            f"float16 autocast with a gradient scaler: the {name} has no bfloat16 in hardware "
+            "(emulated, it would be slower than float32) but computes float16 on its tensor "
+            "cores; the scaler keeps small gradients from underflowing to zero.")
+    if device.type == "mps":
+        return None, (
+            "float32: on Apple GPUs (MPS) autocast to a 16-bit format covers only some "
+            "operations, and float32 is the format with the widest support there.")
+    native = cpu_has_native_bf16()
+    if precision == "bf16":
+        if native:
+            return torch.bfloat16, (
+                "bfloat16 autocast: this CPU multiplies bfloat16 in hardware (AVX512-BF16 or "
+                "AMX), several times faster than float32.")
+        return None, (
+            "float32: bf16 was asked for, but this CPU has no bfloat16 in hardware (emulated, "
+            "it would be slower than float32).")
+    return None, (
+        "float32: the safe default on a CPU"
+        + ("; this one has bfloat16 in hardware, which precision 'bf16' uses (about twice as "
+           "fast)." if native else ", and this one has no bfloat16 in hardware."))
+
+
 def autocast_dtype(device: torch.device | str, precision: str = "auto") -> torch.dtype | None:
     """The reduced precision to run matmuls in on `device`, or None for plain float32.
 
-    precision "auto": bfloat16 on CUDA GPUs that support it (Ampere and newer), float32
-    elsewhere (older CUDA GPUs would need float16 and a gradient scaler; CPU and MPS gain
-    little by default). "bf16": also bfloat16 on CPUs with native bf16
-    (`cpu_has_native_bf16`). "fp32": always None.
+    precision "auto": bfloat16 on CUDA GPUs with bfloat16 in hardware (`cuda_has_native_bf16`),
+    float16 on older CUDA GPUs (train it with a gradient scaler: `needs_grad_scaler`),
+    float32 on CPU and MPS. "bf16": bfloat16 on CUDA GPUs and CPUs (`cpu_has_native_bf16`)
+    with bfloat16 in hardware, float32 elsewhere. "fp32": always None.
+    `precision_reason` says the same in words.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
-    device = torch.device(device)
-    if precision == "fp32":
-        return None
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    if precision == "bf16" and device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
+    return _precision_choice(device, precision)[0]
+
+
+def needs_grad_scaler(device: torch.device | str, precision: str = "auto") -> bool:
+    """Whether training in this precision needs a gradient scaler (float16 autocast).
+
+    float16 keeps 5 exponent bits: gradients below about 6e-8 become zero. A scaler
+    multiplies the loss before backward and divides the gradients after it, skipping steps
+    whose gradients overflowed. The trainer's use, as in PyTorch's AMP recipe:
+
+        scaler = torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(device, precision))
+        scaler.scale(loss).backward(); scaler.unscale_(optimizer)   # then clip
+        scaler.step(optimizer); scaler.update()
+    """
+    return _precision_choice(device, precision)[0] == torch.float16
+
+
+def precision_reason(device: torch.device | str, precision: str = "auto") -> str:
+    """One sentence: the number format training runs in on `device`, and why.
+
+    Example: "float16 autocast with a gradient scaler: the Tesla T4 (compute capability
+    7.5) has no bfloat16 in hardware ...".
+    """
+    return _precision_choice(device, precision)[1]
 
 
 def autocast(device: torch.device | str, enabled: bool = True, precision: str = "auto"):
@@ -136,9 +247,118 @@ def autocast(device: torch.device | str, enabled: bool = True, precision: str = 
 
 
 def enable_fast_matmul() -> None:
-    """Let float32 matmuls use TF32 on CUDA (about 8x faster, 10 mantissa bits)."""
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    """Let float32 matmuls on CUDA use TF32 (tensor cores, 10 mantissa bits, several times
+    faster on Ampere and newer). Idempotent and cheap: call it wherever training starts
+    (`pick_device` does for CUDA, and so does the trainer).
+
+    Leaves alone a precision someone already chose ("medium" stays "medium"). Uses
+    `torch.set_float32_matmul_precision`, which newer PyTorch versions do not mind being
+    mixed with their per-backend TF32 switches.
+    """
+    if torch.get_float32_matmul_precision() == "highest":
+        torch.set_float32_matmul_precision("high")
+
+
+# --- threads ---------------------------------------------------------------------------
+
+
+class ThreadChoice(NamedTuple):
+    """The number of CPU threads to use, and one sentence saying why."""
+
+    threads: int
+    reason: str
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, e.g. a container's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):   # macOS and Windows have no affinity masks
+        return os.cpu_count() or 1
+
+
+def other_load() -> float:
+    """About how many cores other programs keep busy now.
+
+    The larger of the 1-minute load average and the number of runnable tasks right now
+    (Linux's /proc/loadavg, less this process), so a load that has just started counts
+    too. Both are machine-wide: inside a container they may count the host's programs.
+    0.0 where the system does not say.
+    """
+    try:
+        average = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        average = 0.0
+    running = 0.0
+    try:
+        samples = []
+        for _ in range(5):
+            with open("/proc/loadavg") as handle:
+                samples.append(int(handle.read().split()[3].split("/")[0]) - 1)
+            time.sleep(0.005)
+        running = float(sorted(samples)[len(samples) // 2])
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(average, running)
+
+
+def thread_choice(cores: int | None = None, load: float | None = None,
+                  default: int | None = None) -> ThreadChoice:
+    """How many threads PyTorch should use on this CPU, and why.
+
+    cores: usable cores (default `usable_cores()`); load: cores other programs keep busy
+    (default `other_load()`); default: PyTorch's own choice (default the thread count it
+    started with: one per physical core). `$LLMKIT_THREADS` overrides everything.
+
+    The rule: the cores left free by the other programs, rounded, at least 1 and at most
+    PyTorch's default. On 2 cores with two busy programs that is 1 thread, which trains
+    several times faster there than 2 (`bench/threads.py`); on an idle machine it is
+    PyTorch's default.
+    """
+    setting = os.environ.get(THREADS_ENV, "").strip()
+    if setting:
+        if not setting.isdigit() or int(setting) < 1:
+            raise ValueError(
+                f"${THREADS_ENV} is {setting!r}; set it to a whole number of threads (1 or "
+                f"more), or unset it to let llmkit choose."
+            )
+        return ThreadChoice(int(setting), f"{setting} as ${THREADS_ENV} asks")
+    cores = usable_cores() if cores is None else cores
+    load = other_load() if load is None else load
+    default = _STARTING_THREADS if default is None else default
+    free = cores - load
+    threads = max(1, min(default, round(free)))
+    what = f"{cores} usable cores, other programs keep about {load:.1f} busy"
+    if threads == default:
+        return ThreadChoice(threads, f"PyTorch's default ({what})")
+    return ThreadChoice(threads, f"{what}: fewer threads than PyTorch's default of {default} "
+                                 "leave them their cores instead of waiting for them")
+
+
+def choose_threads(cores: int | None = None, load: float | None = None,
+                   default: int | None = None) -> int:
+    """The thread count of `thread_choice` (see there)."""
+    return thread_choice(cores, load, default).threads
+
+
+def use_chosen_threads(force: bool = False) -> ThreadChoice | None:
+    """Set PyTorch's thread count to `thread_choice()`, once per process.
+
+    Leaves the count alone (returns None) when it was chosen by hand: `torch.set_num_threads`
+    called since llmkit was imported, or `$OMP_NUM_THREADS` / `$MKL_NUM_THREADS` set
+    (unless `$LLMKIT_THREADS` is set too). force=True chooses again.
+    """
+    global _threads_chosen
+    if _threads_chosen and not force:
+        return None
+    _threads_chosen = True
+    by_hand = (torch.get_num_threads() != _STARTING_THREADS
+               or any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")))
+    if by_hand and not os.environ.get(THREADS_ENV, "").strip():
+        return None
+    choice = thread_choice()
+    torch.set_num_threads(choice.threads)
+    return choice
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -170,9 +390,12 @@ def describe(device: torch.device | str | None = None) -> str:
         what = f"mps (Apple {platform.machine()})"
     else:
         bf16 = ", native bf16" if cpu_has_native_bf16() else ""
-        what = f"cpu ({platform.machine()}, {torch.get_num_threads()} threads{bf16})"
+        threads = torch.get_num_threads()
+        what = f"cpu ({platform.machine()}, {threads} thread{'s' if threads != 1 else ''}{bf16})"
     dtype = autocast_dtype(device)
     precision = f"{str(dtype).removeprefix('torch.')} autocast" if dtype else "float32"
+    if dtype == torch.float16:
+        precision += " + gradient scaler"
     return (
         f"{what} | torch {torch.__version__} | Python {platform.python_version()} | {precision}"
     )

@@ -1,6 +1,8 @@
 """Device selection: the override, the clear errors, and the autocast choice."""
 
+import os
 import platform
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,164 @@ def test_describe_names_device_and_versions():
 def test_quick_mode_flag(monkeypatch, value, expected):
     monkeypatch.setenv(dev.QUICK_ENV, value)
     assert dev.quick_mode() is expected
+
+
+# --- precision from the hardware's real capability (GPUs faked: there is none here) ------
+
+GPUS = {"Tesla T4": (7, 5), "Tesla V100-SXM2-16GB": (7, 0), "NVIDIA A100-SXM4-40GB": (8, 0),
+        "NVIDIA H100 80GB HBM3": (9, 0)}
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """Make torch report one CUDA GPU of the given name; torch's own bf16 probe then answers
+    as it would on that GPU (including the emulation check, which succeeds on every GPU)."""
+    def install(name):
+        major, minor = GPUS[name]
+        monkeypatch.setattr(torch.version, "hip", None)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, minor))
+        monkeypatch.setattr(torch.cuda, "get_device_properties",
+                            lambda device=None: SimpleNamespace(name=name, major=major, minor=minor,
+                                                                total_memory=16 * 2**30))
+        monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True, raising=False)
+    return install
+
+
+@pytest.mark.parametrize("name", sorted(GPUS))
+def test_auto_precision_follows_native_bf16_not_emulation(fake_gpu, name):
+    fake_gpu(name)
+    # The trap: torch's default answer counts emulation, so it says yes on every GPU.
+    assert torch.cuda.is_bf16_supported()
+    native = torch.cuda.is_bf16_supported(including_emulation=False)   # the reference
+    assert dev.cuda_has_native_bf16("cuda") is native
+    auto = dev.autocast_dtype("cuda", "auto")
+    reason = dev.precision_reason("cuda", "auto")
+    assert name in reason
+    if native:
+        assert auto is torch.bfloat16 and not dev.needs_grad_scaler("cuda")
+        assert reason.startswith("bfloat16") and "no gradient scaler" in reason
+        assert dev.autocast_dtype("cuda", "bf16") is torch.bfloat16
+    else:   # T4, V100: float16 with a scaler; an explicit bf16 would be emulated, so float32
+        assert auto is torch.float16 and dev.needs_grad_scaler("cuda", "auto")
+        assert reason.startswith("float16") and "gradient scaler" in reason
+        assert dev.autocast_dtype("cuda", "bf16") is None
+        assert not dev.needs_grad_scaler("cuda", "bf16")
+        assert "emulates" in dev.precision_reason("cuda", "bf16")
+    assert dev.autocast_dtype("cuda", "fp32") is None and not dev.needs_grad_scaler("cuda", "fp32")
+    assert "float16 autocast + gradient scaler" in dev.describe("cuda") or native
+
+
+def test_mps_stays_float32_and_says_why():
+    for precision in ("auto", "bf16"):
+        assert dev.autocast_dtype("mps", precision) is None
+        assert not dev.needs_grad_scaler("mps", precision)
+        assert "MPS" in dev.precision_reason("mps", precision)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_reason_matches_the_choice(monkeypatch, native):
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: native)
+    assert dev.precision_reason("cpu").startswith("float32")
+    assert dev.precision_reason("cpu", "bf16").startswith("bfloat16" if native else "float32")
+    assert not dev.needs_grad_scaler("cpu", "bf16")
+    with pytest.raises(ValueError, match="'auto'"):
+        dev.precision_reason("cpu", "fp8")
+
+
+@pytest.fixture
+def matmul_precision():
+    before = torch.get_float32_matmul_precision()
+    yield
+    torch.set_float32_matmul_precision(before)
+
+
+def test_fast_matmul_is_idempotent_and_keeps_a_choice(matmul_precision):
+    torch.set_float32_matmul_precision("highest")
+    dev.enable_fast_matmul()
+    dev.enable_fast_matmul()
+    assert torch.get_float32_matmul_precision() == "high"
+    torch.set_float32_matmul_precision("medium")
+    dev.enable_fast_matmul()
+    assert torch.get_float32_matmul_precision() == "medium"
+
+
+def test_picking_a_gpu_switches_tf32_on(fake_gpu, monkeypatch, matmul_precision):
+    fake_gpu("NVIDIA A100-SXM4-40GB")
+    monkeypatch.delenv(dev.DEVICE_ENV, raising=False)
+    torch.set_float32_matmul_precision("highest")
+    assert dev.pick_device() == torch.device("cuda")
+    assert torch.get_float32_matmul_precision() == "high"
+    torch.set_float32_matmul_precision("highest")
+    assert dev.pick_device("cpu").type == "cpu"
+    assert torch.get_float32_matmul_precision() == "highest"
+
+
+# --- threads --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cores, load, default, expected", [
+    (2, 0.0, 2, 2),     # idle laptop: PyTorch's default
+    (2, 0.4, 2, 2),     # a little background noise is no reason to halve the threads
+    (2, 1.0, 2, 1),     # one busy program: leave it its core
+    (2, 2.0, 2, 1),     # two busy programs: still one thread, never zero
+    (2, 7.5, 2, 1),
+    (16, 4.0, 8, 8),    # never above PyTorch's default (one per physical core)
+    (16, 12.0, 8, 4),
+])
+def test_thread_choice_leaves_busy_cores_alone(monkeypatch, cores, load, default, expected):
+    monkeypatch.delenv(dev.THREADS_ENV, raising=False)
+    choice = dev.thread_choice(cores=cores, load=load, default=default)
+    assert choice.threads == dev.choose_threads(cores, load, default) == expected
+    assert f"{cores} usable cores" in choice.reason
+
+
+def test_thread_override_and_its_mistakes(monkeypatch):
+    monkeypatch.setenv(dev.THREADS_ENV, "3")
+    assert dev.choose_threads(cores=2, load=2.0, default=2) == 3
+    for wrong in ("0", "two", "-1", "1.5"):
+        monkeypatch.setenv(dev.THREADS_ENV, wrong)
+        with pytest.raises(ValueError, match="whole number"):
+            dev.choose_threads()
+
+
+def test_other_load_is_at_least_the_load_average():
+    load = dev.other_load()
+    assert load >= 0.0 and load >= os.getloadavg()[0] - 0.5   # the average can move meanwhile
+    assert 1 <= dev.usable_cores() <= (os.cpu_count() or 1)
+
+
+@pytest.fixture
+def fresh_threads(monkeypatch):
+    """Thread state as in a new process; the real thread count is restored afterwards."""
+    before = torch.get_num_threads()
+    monkeypatch.setattr(dev, "_threads_chosen", False)
+    monkeypatch.setattr(dev, "_STARTING_THREADS", before)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", dev.THREADS_ENV):
+        monkeypatch.delenv(name, raising=False)
+    yield before
+    torch.set_num_threads(before)
+
+
+def test_pick_device_applies_the_choice_once(fresh_threads, monkeypatch):
+    monkeypatch.setattr(dev, "other_load", lambda: 99.0)   # a very busy machine: 1 thread
+    assert dev.pick_device("cpu").type == "cpu"
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(2)
+    dev.pick_device("cpu")          # chosen once per process: a later call changes nothing
+    assert torch.get_num_threads() == 2
+
+
+def test_threads_set_by_hand_are_kept(fresh_threads, monkeypatch):
+    monkeypatch.setattr(dev, "other_load", lambda: 99.0)
+    monkeypatch.setattr(dev, "_STARTING_THREADS", fresh_threads + 1)   # changed since import
+    assert dev.use_chosen_threads() is None
+    assert torch.get_num_threads() == fresh_threads
+    monkeypatch.setattr(dev, "_STARTING_THREADS", fresh_threads)
+    monkeypatch.setenv("OMP_NUM_THREADS", str(fresh_threads))
+    assert dev.use_chosen_threads(force=True) is None
+    monkeypatch.setenv(dev.THREADS_ENV, "1")   # asking llmkit explicitly wins
+    assert dev.use_chosen_threads(force=True).threads == 1 == torch.get_num_threads()
