@@ -222,16 +222,13 @@ def run_generate(args) -> int:
     idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     generator = torch.Generator().manual_seed(args.seed)
     sys.stdout.write(args.prompt)
-    new_ids: list[int] = []
-    written = ""
+    # One id at a time; the decoder holds back a character whose bytes span two tokens.
+    decoder = tokenizer.stream_decoder()
     for token_id in stream(checkpoint.model, idx, args.max_new_tokens, temperature=args.temperature,
                            top_k=args.top_k, top_p=args.top_p, generator=generator):
-        new_ids.append(token_id)
-        # Decode everything so far: a BPE token can end in the middle of a UTF-8 character.
-        text = tokenizer.decode(new_ids)
-        if not text.endswith("\ufffd"):
-            sys.stdout.write(text[len(written):])
+        text = decoder.push(token_id)
+        if text:
+            sys.stdout.write(text)
             sys.stdout.flush()
-            written = text
-    sys.stdout.write(tokenizer.decode(new_ids)[len(written):] + "\n")
+    sys.stdout.write(decoder.flush() + "\n")
     return 0

@@ -203,10 +203,10 @@ def test_ids_match_hugging_face_and_tiktoken(trained, held_out_texts, tmp_path):
     reloaded = BPETokenizer.from_gpt2_files(encoder_json, vocab_bpe)
     assert reloaded.special_tokens == {ENDOFTEXT: 511}
     for text in held_out_texts:
-        ids = trained.encode(text)
+        ids = trained.encode(text, allowed_special="all")
         assert ids == hugging_face.encode(text), text[:60]
         assert ids == tiktoken_encoding.encode(text, allowed_special="all"), text[:60]
-        assert reloaded.encode(text) == ids
+        assert reloaded.encode(text, allowed_special="all") == ids
         assert trained.decode(ids) == hugging_face.decode(ids) == tiktoken_encoding.decode(ids)
 
 
@@ -218,8 +218,10 @@ def test_allowed_special_modes_match_tiktoken(trained):
         special_tokens=trained.special_tokens,
     )
     text = f"end{ENDOFTEXT}start <|endoftext|> again"
-    assert trained.encode(text) == reference.encode(text, allowed_special="all")
-    assert trained.encode(text).count(trained.special_tokens[ENDOFTEXT]) == 2
+    assert trained.encode(text, allowed_special="all") == reference.encode(text, allowed_special="all")
+    assert trained.encode(text, allowed_special="all").count(trained.special_tokens[ENDOFTEXT]) == 2
+    # The default is the safe one: typed special-token text stays ordinary text.
+    assert trained.encode(text) == reference.encode_ordinary(text)
     assert trained.encode(text, allowed_special="none") == reference.encode_ordinary(text)
     assert trained.encode(text, allowed_special={ENDOFTEXT}) == reference.encode(
         text, allowed_special={ENDOFTEXT}
@@ -263,7 +265,7 @@ def test_decode_accepts_tensors_and_rejects_unknown_ids(trained):
 
 def test_token_pieces_show_split_characters_readably():
     bytes_only = BPETokenizer.train("€uro", vocab_size=257)  # no merges: one token per byte
-    ids = bytes_only.encode("a€" + ENDOFTEXT)
+    ids = bytes_only.encode("a€" + ENDOFTEXT, allowed_special="all")
     assert bytes_only.token_pieces(ids) == ["a", "\\xe2", "\\x82", "\\xac", ENDOFTEXT]
     assert bytes_only.decode(ids[:2]) == "a\ufffd"  # a cut-off character decodes to U+FFFD
 
@@ -276,7 +278,7 @@ def test_char_tokenizer_vocabulary_and_specials():
     assert tokenizer.encode("hello") == [expected_chars.index(c) for c in "hello"]
     assert tokenizer.special_tokens == {ENDOFTEXT: len(expected_chars)}
     assert tokenizer.vocab_size == len(expected_chars) + 1
-    assert tokenizer.encode(f"he{ENDOFTEXT}") == [
+    assert tokenizer.encode(f"he{ENDOFTEXT}", allowed_special="all") == [
         expected_chars.index("h"), expected_chars.index("e"), len(expected_chars)
     ]
 
@@ -295,7 +297,8 @@ def test_save_and_load_round_trip(trained, held_out_texts, tmp_path):
         assert loaded.special_tokens == tokenizer.special_tokens
         assert loaded.vocab_size == tokenizer.vocab_size
         text = "text ✓<|pad|>"
-        assert type(tokenizer).load(path).encode(text) == tokenizer.encode(text)
+        assert (type(tokenizer).load(path).encode(text, allowed_special="all")
+                == tokenizer.encode(text, allowed_special="all"))
     loaded = BPETokenizer.load(tmp_path / "bpe.json")
     for text in held_out_texts[:3]:
         assert loaded.encode(text) == trained.encode(text)
@@ -366,3 +369,136 @@ def test_char_tokenizer_names_unknown_characters():
     tokenizer = CharTokenizer.train("abc")
     with pytest.raises(ValueError, match=r"never saw 'x', 'z'.*Retrain"):
         tokenizer.encode("abxcz")
+
+
+# ----- special tokens added later, safe encoding -------------------------------------------
+
+
+CHAT_SPECIALS = ["<|user|>", "<|assistant|>", "<|end|>", "<|pad|>"]
+
+
+@pytest.mark.parametrize("kind", ["bpe", "char"])
+def test_typed_special_text_never_becomes_a_control_token(kind, trained):
+    tokenizer = (BPETokenizer(trained.vocab, trained.merges, trained.special_tokens) if kind == "bpe"
+                 else CharTokenizer.train("<|>abcdefghijklmnopqrstuvwxyz ", [ENDOFTEXT]))
+    added = tokenizer.add_special_tokens(CHAT_SPECIALS)
+    typed = "hi <|end|><|assistant|> <|endoftext|>"
+    control_ids = set(added.values()) | {tokenizer.special_tokens[ENDOFTEXT]}
+    assert not control_ids & set(tokenizer.encode(typed))
+    assert tokenizer.decode(tokenizer.encode(typed)) == typed
+    # Opting in turns exactly the named strings into their ids.
+    only_end = tokenizer.encode(typed, allowed_special={"<|end|>"})
+    assert only_end.count(added["<|end|>"]) == 1 and not (control_ids - {added["<|end|>"]}) & set(only_end)
+
+
+@pytest.mark.parametrize("kind", ["bpe", "char"])
+def test_add_special_tokens_appends_ids_and_survives_save(kind, trained, tmp_path):
+    tokenizer = (BPETokenizer(trained.vocab, trained.merges, trained.special_tokens) if kind == "bpe"
+                 else CharTokenizer.train("hello world", [ENDOFTEXT]))
+    before = tokenizer.vocab_size
+    old_ids = tokenizer.encode("hello world")
+    added = tokenizer.add_special_tokens(CHAT_SPECIALS)
+    assert added == {name: before + i for i, name in enumerate(CHAT_SPECIALS)}
+    assert tokenizer.vocab_size == before + len(CHAT_SPECIALS)
+    assert tokenizer.encode("hello world") == old_ids  # old ids keep their meaning
+    text = "<|user|>hello<|end|><|pad|>"
+    ids = tokenizer.encode(text, allowed_special="all")
+    assert ids[0] == added["<|user|>"] and ids[-2:] == [added["<|end|>"], added["<|pad|>"]]
+    assert tokenizer.decode(ids) == text
+    loaded = llmkit.tokenizers.load(tokenizer.save(tmp_path / "tok.json"))
+    assert loaded.special_tokens == tokenizer.special_tokens
+    assert loaded.vocab_size == tokenizer.vocab_size
+    assert loaded.encode(text, allowed_special="all") == ids
+
+
+def test_adding_an_existing_special_token_is_refused(trained):
+    tokenizer = BPETokenizer(trained.vocab, trained.merges, trained.special_tokens)
+    with pytest.raises(ValueError, match=r"already a special token.*\[511\].*tokenizer.special_tokens"):
+        tokenizer.add_special_tokens(["<|user|>", ENDOFTEXT])
+    with pytest.raises(ValueError, match="named twice"):
+        tokenizer.add_special_tokens(["<|user|>", "<|user|>"])
+    with pytest.raises(ValueError, match="non-empty strings"):
+        tokenizer.add_special_tokens([""])
+    assert tokenizer.vocab_size == 512 and "<|user|>" not in tokenizer.special_tokens  # unchanged
+
+
+# ----- decoding: O(tokens), and one id at a time ---------------------------------------------
+
+
+def test_decode_does_not_recount_the_vocabulary(trained, monkeypatch):
+    tokenizer = BPETokenizer(trained.vocab, trained.merges, trained.special_tokens)
+    assert tokenizer.vocab_size == 512
+    calls = []
+    original = BPETokenizer.count_ids
+    monkeypatch.setattr(BPETokenizer, "count_ids", lambda self: calls.append(1) or original(self))
+    ids = tokenizer.encode("the cat sat on the mat " * 50)
+    assert tokenizer.decode(ids) == "the cat sat on the mat " * 50
+    decoder = tokenizer.stream_decoder()
+    for i in ids:
+        decoder.push(i)
+    assert calls == []  # counted once at construction, never per id
+
+
+def test_stream_decoder_matches_one_shot_utf8_decoding(trained):
+    bytes_only = BPETokenizer.train("€uro", vocab_size=257)  # one token per byte
+    euro = bytes_only.encode("€")
+    decoder = bytes_only.stream_decoder()
+    assert [decoder.push(i) for i in euro] == ["", "", "€"]  # held back until whole
+    assert decoder.push(euro[0]) == "" and decoder.flush() == "\ufffd"
+    rng = random.Random(5)
+    for tokenizer in (bytes_only, trained):
+        for _ in range(200):
+            # Random ids: cut-off characters, stray continuation bytes, special tokens.
+            ids = [rng.randrange(tokenizer.vocab_size) for _ in range(rng.randint(0, 30))]
+            expected = b"".join(
+                tokenizer.vocab[i] if i in tokenizer.vocab else tokenizer.special_by_id[i].encode()
+                for i in ids
+            ).decode("utf-8", errors="replace")  # Python's own one-shot decoder
+            decoder = tokenizer.stream_decoder()
+            assert "".join(decoder.push(i) for i in ids) + decoder.flush() == expected
+    text = random_unicode(rng, 500)
+    decoder = trained.stream_decoder()
+    assert "".join(decoder.push(i) for i in trained.encode(text)) + decoder.flush() == text
+    chars = CharTokenizer.train(text)
+    decoder = chars.stream_decoder()
+    assert "".join(decoder.push(i) for i in chars.encode(text)) + decoder.flush() == text
+    with pytest.raises(ValueError, match="token ids must be ints"):
+        trained.stream_decoder().push(trained.vocab_size)
+
+
+# ----- damaged files ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("vocab", [["a", 1]], '"vocab" must map token strings to int ids, got list'),
+    ("vocab", {"a": "one"}, '"vocab" must map token strings to int ids'),
+    ("pattern", "(unclosed", '"pattern".*is not a valid regular expression'),
+    ("pattern", 42, '"pattern" must be a regular expression string'),
+    ("merges", "a b", '"merges" must be a list'),
+    ("merges", ["Ġt zzz"], r"merge 0 \('Ġt zzz'\) names \['zzz'\], which \"vocab\" does not contain"),
+    ("merges", ["a b c"], "merge 0 is 'a b c'; each merge must be two tokens"),
+    ("special_tokens", ["<|endoftext|>"], "special_tokens must be a dict"),
+    ("special_tokens", {"<|endoftext|>": -1}, "special token .* needs a non-negative int id"),
+])
+def test_damaged_bpe_files_name_the_damage(trained, tmp_path, field, value, message):
+    data = json.loads(trained.save(tmp_path / "ok.json").read_text(encoding="utf-8"))
+    data[field] = value
+    (tmp_path / "bad.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ValueError, match=f"damaged 'bpe' tokenizer file: {message}.*tokenizer.save"):
+        llmkit.tokenizers.load(tmp_path / "bad.json")
+
+
+def test_damaged_char_files_name_the_damage(tmp_path):
+    path = CharTokenizer.train("abc").save(tmp_path / "ok.json")
+    for value, message in [("abc", '"chars" must be a list'), (["a", "bc"], "single characters"),
+                           (["a", "a"], "must not repeat")]:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["chars"] = value
+        (tmp_path / "bad.json").write_text(json.dumps(data), encoding="utf-8")
+        with pytest.raises(ValueError, match=f"damaged 'char' tokenizer file: .*{message}"):
+            llmkit.tokenizers.load(tmp_path / "bad.json")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    del data["chars"]
+    (tmp_path / "bad.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ValueError, match="has no 'chars' field"):
+        llmkit.tokenizers.load(tmp_path / "bad.json")

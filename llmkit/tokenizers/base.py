@@ -11,12 +11,20 @@ The "type" field lets `Tokenizer.load(path)` (and `llmkit.tokenizers.load`) buil
 class from a file without being told which one it holds.
 
 Special tokens are cut out of the text before anything else looks at it, the way tiktoken
-does: `allowed_special="all"` turns every special string into its id, `"none"` treats them
-as ordinary text, and a set of strings allows just those.
+does, but only when the caller says so: by default (`allowed_special="none"`) a special
+string in the text is encoded as ordinary text, so a user who types `<|end|>` into a chat
+cannot end the assistant's turn. A trusted corpus opts in with `allowed_special="all"`, or
+with a set of the special strings to recognise.
+
+`add_special_tokens` gives a trained tokenizer new control tokens (chat roles, end of turn,
+a pad token) with the next free ids; `llmkit.finetune.resize_token_embedding` grows a
+model's embedding to match. `stream_decoder()` turns ids into text one at a time, holding
+back a character whose bytes are split over two tokens.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import numbers
 import re
@@ -41,7 +49,8 @@ class Tokenizer:
     """Base class: text <-> list of token ids, with special tokens and a JSON file format.
 
     Subclasses set `kind` (the "type" written to files) and implement `encode_ordinary`,
-    `decode`, `token_pieces`, `to_dict`, `from_dict` and the `vocab_size` property.
+    `decode`, `token_pieces`, `to_dict`, `from_dict` and `count_ids` (the vocabulary size,
+    which `vocab_size` keeps so that checking an id costs O(1)).
     """
 
     kind: ClassVar[str] = ""
@@ -53,11 +62,15 @@ class Tokenizer:
             Tokenizer.registry[cls.kind] = cls
 
     def __init__(self, special_tokens: dict[str, int] | None = None):
+        if not isinstance(special_tokens, (dict, type(None))):
+            raise ValueError(
+                f"special_tokens must be a dict {{string: id}}, got {type(special_tokens).__name__}."
+            )
         special_tokens = dict(special_tokens or {})
         for text, token_id in special_tokens.items():
             if not isinstance(text, str) or not text:
                 raise ValueError(f"special tokens must be non-empty strings, got {text!r}.")
-            if not isinstance(token_id, int) or token_id < 0:
+            if not isinstance(token_id, int) or isinstance(token_id, bool) or token_id < 0:
                 raise ValueError(
                     f"special token {text!r} needs a non-negative int id, got {token_id!r}."
                 )
@@ -66,12 +79,23 @@ class Tokenizer:
         if len(self.special_by_id) != len(special_tokens):
             raise ValueError(f"special tokens must have distinct ids, got {special_tokens}.")
         self.special_pattern = special_tokens_pattern(special_tokens)
-
-    # ----- what each kind provides -------------------------------------------------------
+        self.cached_vocab_size: int | None = None
 
     @property
     def vocab_size(self) -> int:
-        """Number of ids this tokenizer can produce (ordinary tokens plus special tokens)."""
+        """Number of ids this tokenizer can produce (ordinary tokens plus special tokens).
+
+        Counted once (by `count_ids`) and kept: decoding checks every id against it, and
+        counting walks the whole vocabulary (50,257 tokens for GPT-2).
+        """
+        if self.cached_vocab_size is None:
+            self.cached_vocab_size = self.count_ids()
+        return self.cached_vocab_size
+
+    # ----- what each kind provides -------------------------------------------------------
+
+    def count_ids(self) -> int:
+        """The vocabulary size worked out from scratch: the largest id + 1."""
         raise NotImplementedError
 
     def encode_ordinary(self, text: str) -> list[int]:
@@ -95,14 +119,19 @@ class Tokenizer:
         """Rebuild a tokenizer from `to_dict()`'s output (raises ValueError if malformed)."""
         raise NotImplementedError
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The UTF-8 bytes one id stands for (`stream_decoder` joins these)."""
+        return self.token_pieces([token_id])[0].encode("utf-8")
+
     # ----- shared behaviour ---------------------------------------------------------------
 
-    def encode(self, text: str, allowed_special="all") -> list[int]:
+    def encode(self, text: str, allowed_special="none") -> list[int]:
         """Text -> list of token ids.
 
-        allowed_special: "all" (every special token in the text becomes its id), "none"
-        (special-token text is encoded like any other text), or a set of the special
-        strings to recognise.
+        allowed_special: "none" (the default: special-token text is encoded like any other
+        text, so typed text can never become a control token), "all" (every special token
+        in the text becomes its id: for trusted text, such as a corpus with
+        <|endoftext|> between documents), or a set of the special strings to recognise.
         """
         if not isinstance(text, str):
             raise TypeError(f"encode() takes a str, got {type(text).__name__}.")
@@ -142,13 +171,53 @@ class Tokenizer:
         if hasattr(ids, "tolist"):  # a torch tensor or NumPy array
             ids = ids.tolist()
         ids = list(ids)
-        bad = [i for i in ids if not isinstance(i, numbers.Integral) or not 0 <= i < self.vocab_size]
+        size = self.vocab_size
+        bad = [i for i in ids if not isinstance(i, numbers.Integral) or isinstance(i, bool)
+               or not 0 <= i < size]
         if bad:
             raise ValueError(
-                f"token ids must be ints in [0, {self.vocab_size}), got {bad[:5]}"
+                f"token ids must be ints in [0, {size}), got {bad[:5]}"
                 f"{' ...' if len(bad) > 5 else ''}; were they made by another tokenizer?"
             )
         return [int(i) for i in ids]
+
+    def add_special_tokens(self, names) -> dict[str, int]:
+        """Give this (trained) tokenizer new special tokens, with the next free ids.
+
+        names: strings such as ["<|user|>", "<|assistant|>", "<|end|>", "<|pad|>"].
+        Returns {name: new id}. The ids come after every existing id, so the ids of a model
+        trained with this tokenizer keep their meaning; grow the model's embedding to the
+        new `vocab_size` (llmkit.finetune.resize_token_embedding). A name that is already
+        a special token raises a ValueError (look it up in `special_tokens` instead).
+        """
+        if isinstance(names, str):
+            names = [names]
+        names = list(names)
+        for name in names:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"special tokens must be non-empty strings, got {name!r}.")
+        existing = [name for name in names if name in self.special_tokens]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if existing or repeated:
+            clash = existing or repeated
+            where = ("already a special token of this tokenizer, with id "
+                     f"{[self.special_tokens[n] for n in existing]}") if existing else \
+                "named twice in this call"
+            raise ValueError(
+                f"{clash} is {where}; add only new names (the existing ids are in "
+                "tokenizer.special_tokens)."
+            )
+        start = self.vocab_size
+        added = {name: start + i for i, name in enumerate(names)}
+        self.special_tokens = {**self.special_tokens, **added}
+        self.special_by_id = {token_id: text for text, token_id in self.special_tokens.items()}
+        self.special_pattern = special_tokens_pattern(self.special_tokens)
+        self.cached_vocab_size = self.count_ids()
+        return added
+
+    def stream_decoder(self) -> StreamDecoder:
+        """A decoder for ids that arrive one at a time (see `StreamDecoder`)."""
+        return StreamDecoder(self)
 
     def save(self, path) -> Path:
         """Write the tokenizer to `path` as readable JSON; returns the path."""
@@ -194,14 +263,48 @@ class Tokenizer:
             )
         try:
             return Tokenizer.registry[kind].from_dict(data)
-        except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(
-                f"{path} is a damaged {kind!r} tokenizer file ({error!r}); "
-                "re-create it with tokenizer.save(path)."
-            ) from error
+        except KeyError as error:
+            problem = f"it has no {error.args[0]!r} field"
+        except (TypeError, ValueError, AttributeError) as error:
+            problem = str(error).rstrip(".")
+        raise ValueError(
+            f"{path} is a damaged {kind!r} tokenizer file: {problem}. Re-create it with "
+            "tokenizer.save(path)."
+        )
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(vocab_size={self.vocab_size}, "
             f"special_tokens={self.special_tokens})"
         )
+
+
+class StreamDecoder:
+    """Turns token ids into text one id at a time, in O(1) per id.
+
+        decoder = tokenizer.stream_decoder()
+        for token_id in ids:
+            print(decoder.push(token_id), end="")
+        print(decoder.flush())
+
+    `push` returns the new text the id completes. A byte-level token can end in the middle
+    of a multi-byte character ('€' is three bytes, possibly in two tokens); those bytes are
+    held back until the character is whole. `flush` returns what is still held (a cut-off
+    character becomes U+FFFD). The pieces joined equal `tokenizer.decode(ids)`; the tests
+    check that on random byte splits.
+    """
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token_id) -> str:
+        """One id -> the text it completes ('' while a character is still incomplete)."""
+        (token_id,) = self.tokenizer.check_ids([token_id])
+        return self.utf8.decode(self.tokenizer.token_bytes(token_id))
+
+    def flush(self) -> str:
+        """The text still held back (a cut-off character as U+FFFD); resets the decoder."""
+        text = self.utf8.decode(b"", final=True)
+        self.utf8.reset()
+        return text

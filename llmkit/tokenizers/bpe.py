@@ -214,7 +214,11 @@ class BPETokenizer(Tokenizer):
             self.merge_result[pair] = self.id_of[token]
 
         self.pattern = pattern
-        self.compiled_pattern = regex.compile(pattern)
+        try:
+            self.compiled_pattern = regex.compile(pattern)
+        except (regex.error, TypeError) as error:
+            raise ValueError(f"pattern {pattern!r:.80} is not a valid regular expression "
+                             f"({error}); GPT2_SPLIT_PATTERN is the usual one.") from None
         self.cache: dict[str, list[int]] = {}
 
     @classmethod
@@ -256,8 +260,7 @@ class BPETokenizer(Tokenizer):
         specials = {special: len(vocab) + i for i, special in enumerate(special_tokens)}
         return cls(vocab, merges, specials, pattern)
 
-    @property
-    def vocab_size(self) -> int:
+    def count_ids(self) -> int:
         """Number of ids: ordinary tokens plus special tokens (the largest id + 1)."""
         return max([*self.vocab, *self.special_tokens.values()]) + 1
 
@@ -330,13 +333,39 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, data: dict) -> BPETokenizer:
-        """Rebuild from `to_dict()`'s output."""
-        encoder = data["vocab"]
+        """Rebuild from `to_dict()`'s output; a damaged part raises a ValueError naming it."""
+        encoder, lines, pattern = data["vocab"], data["merges"], data["pattern"]
+        if not isinstance(encoder, dict) or not all(
+            isinstance(piece, str) and isinstance(i, int) and not isinstance(i, bool)
+            for piece, i in encoder.items()
+        ):
+            raise ValueError(
+                f'"vocab" must map token strings to int ids, got {type(encoder).__name__}'
+                + (f" with an entry {next(iter(encoder.items()))!r}" if isinstance(encoder, dict)
+                   and encoder else "")
+            )
+        if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
+            raise ValueError(f'"merges" must be a list of "left right" strings, got {lines!r:.80}')
+        if not isinstance(pattern, str):
+            raise ValueError(f'"pattern" must be a regular expression string, got {pattern!r}')
+        try:
+            regex.compile(pattern)
+        except regex.error as error:
+            raise ValueError(f'"pattern" {pattern!r:.80} is not a valid regular expression '
+                             f"({error})") from None
         vocab = {i: printable_to_bytes(piece) for piece, i in encoder.items()}
-        merges = [tuple(encoder[piece] for piece in line.split(" ")) for line in data["merges"]]
-        if any(len(pair) != 2 for pair in merges):
-            raise ValueError("each merge must be two tokens separated by one space.")
-        return cls(vocab, merges, data.get("special_tokens", {}), data["pattern"])
+        merges = []
+        for rank, line in enumerate(lines):
+            pair = line.split(" ")
+            if len(pair) != 2:
+                raise ValueError(f"merge {rank} is {line!r}; each merge must be two tokens "
+                                 "separated by one space")
+            unknown = [piece for piece in pair if piece not in encoder]
+            if unknown:
+                raise ValueError(f"merge {rank} ({line!r}) names {unknown}, which "
+                                 '"vocab" does not contain')
+            merges.append((encoder[pair[0]], encoder[pair[1]]))
+        return cls(vocab, merges, data.get("special_tokens", {}), pattern)
 
     @classmethod
     def from_gpt2_files(cls, encoder_json_path, vocab_bpe_path) -> BPETokenizer:

@@ -57,8 +57,7 @@ class CharTokenizer(Tokenizer):
         specials = {special: len(chars) + i for i, special in enumerate(special_tokens)}
         return cls(chars, specials)
 
-    @property
-    def vocab_size(self) -> int:
+    def count_ids(self) -> int:
         """Number of characters plus special tokens (the largest id + 1)."""
         return max([len(self.chars) - 1, *self.special_tokens.values()]) + 1
 
@@ -101,5 +100,9 @@ class CharTokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, data: dict) -> CharTokenizer:
-        """Rebuild from `to_dict()`'s output."""
-        return cls(data["chars"], data.get("special_tokens", {}))
+        """Rebuild from `to_dict()`'s output; a damaged part raises a ValueError naming it."""
+        chars = data["chars"]
+        if not isinstance(chars, list):
+            raise ValueError(f'"chars" must be a list of single characters, got '
+                             f"{type(chars).__name__}")
+        return cls(chars, data.get("special_tokens", {}))
