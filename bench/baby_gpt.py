@@ -12,7 +12,7 @@ much as a change of seed does. With several seeds (each seeds the initial weight
 batch order and the evaluation batches) the mean and the spread are printed too.
 
 Two corpora:
-- Tiny Shakespeare (../shared/data/tinyshakespeare.txt): nanoGPT's README reports a
+- Tiny Shakespeare (shipped with llmkit, `llmkit.data.text.tiny_shakespeare`): nanoGPT's README reports a
   validation loss of 1.88 for this recipe (one run, 20 eval batches);
 - TinyTales of about the same size: validation bits per character against the corpus's
   entropy floor (llmkit.data.tinytales.entropy_floor_bits_per_char), the lowest any model
@@ -37,14 +37,13 @@ import torch
 
 from llmkit.bench import matmul_peak_flops
 from llmkit.data.batches import split_train_val
-from llmkit.data.text import load_text
+from llmkit.data.text import load_text, tiny_shakespeare
 from llmkit.data.tinytales import entropy_floor_bits_per_char, generate_stories, tinytales_text
 from llmkit.device import autocast_dtype, describe, pick_device
 from llmkit.model import GPT, GPTConfig
 from llmkit.tokenizers import CharTokenizer
 from llmkit.train import TrainConfig, Trainer, stream_loss
 
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 SHAKESPEARE_CHARS = 1_115_394
 
 
@@ -101,7 +100,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
     parser.add_argument("--corpus", choices=("shakespeare", "tinytales", "both"), default="both")
-    parser.add_argument("--data", type=Path, default=SHAKESPEARE, help="Tiny Shakespeare's path")
+    parser.add_argument("--data", type=Path,
+                        help="a text file instead of Tiny Shakespeare (default: the copy shipped with llmkit)")
     parser.add_argument("--seeds", default="1337", help="comma-separated seeds (default 1337)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="TrainConfig.precision (default auto: float32 on CPU)")
@@ -121,7 +121,8 @@ def main(argv=None) -> None:
           f"{', compiled' if args.compile else ''}, seeds {seeds}")
     corpora = []
     if args.corpus in ("shakespeare", "both"):
-        corpora.append(("Tiny Shakespeare", load_text(args.data), None))
+        text = tiny_shakespeare() if args.data is None else load_text(args.data)
+        corpora.append(("Tiny Shakespeare" if args.data is None else str(args.data), text, None))
     if args.corpus in ("tinytales", "both"):
         corpora.append(("TinyTales", *tinytales_corpus(SHAKESPEARE_CHARS)))
     for name, text, floor in corpora:

@@ -40,7 +40,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+from llmkit.data.text import load_text, tiny_shakespeare
+
 
 # The baby-GPT recipe (nanoGPT's shakespeare_char, shrunk to fit a laptop CPU).
 N_LAYER, N_HEAD, D_MODEL, CONTEXT, BATCH = 4, 4, 128, 64, 12
@@ -170,7 +171,8 @@ def parse_settings(text: str, allowed: tuple[str, ...]) -> list[str]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a text file")
+    parser.add_argument("--data", type=Path,
+                        help="a text file (default: Tiny Shakespeare, shipped with llmkit)")
     parser.add_argument("--steps", type=int, default=300, help="timed steps per run (default 300)")
     parser.add_argument("--block", type=int, default=10, help="steps per timed block (default 10)")
     parser.add_argument("--ours", default="fp32,bf16,bf16+manual",
@@ -183,7 +185,7 @@ def main(argv=None):
                         help="the baseline's attention (default sdpa, the faster one)")
     args = parser.parse_args(argv)
 
-    text = args.data.read_text(encoding="utf-8")
+    text = tiny_shakespeare() if args.data is None else load_text(args.data)
     chars = sorted(set(text))
     index = {ch: i for i, ch in enumerate(chars)}
     data = torch.tensor([index[ch] for ch in text], dtype=torch.long)

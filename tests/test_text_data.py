@@ -16,6 +16,7 @@ from llmkit.data.text import (
     load_text,
     python_stdlib_source,
     stdlib_folder,
+    tiny_shakespeare,
 )
 
 # ----- load_text ----------------------------------------------------------------------------
@@ -141,3 +142,30 @@ def test_download_argument_errors(tmp_path):
         cached_download("file:///nowhere", "abc", "x.txt", cache_dir=tmp_path)
     with pytest.raises(ValueError, match="plain file name"):
         cached_download("file:///nowhere", "0" * 64, "../x.txt", cache_dir=tmp_path)
+
+
+# ----- Tiny Shakespeare, shipped with the package --------------------------------------------
+
+
+def test_tiny_shakespeare_is_the_published_corpus():
+    text = tiny_shakespeare()
+    # The figures of char-rnn and nanoGPT's shakespeare_char: 1,115,394 characters, 65 distinct.
+    assert len(text) == 1_115_394 and len(set(text)) == 65
+    assert text.startswith("First Citizen:\nBefore we proceed any further, hear me speak.")
+    readme = (text_module.CORPORA / "README.md").read_text()
+    digest = hashlib.sha256(text_module.TINY_SHAKESPEARE.read_bytes()).hexdigest()
+    assert digest in readme   # the checksum its README states
+
+
+def test_tiny_shakespeare_refuses_a_damaged_copy(tmp_path, monkeypatch):
+    original = text_module.TINY_SHAKESPEARE.read_bytes()
+    copy = tmp_path / "tinyshakespeare.txt"
+    monkeypatch.setattr(text_module, "TINY_SHAKESPEARE", copy)
+    copy.write_bytes(original.replace(b"\n", b"\r\n"))   # as a Windows checkout may write it
+    assert tiny_shakespeare() == original.decode("utf-8")
+    copy.write_bytes(original.replace(b"ROMEO", b"ROMEA", 1))
+    with pytest.raises(ValueError, match="changed or damaged.*git checkout"):
+        tiny_shakespeare()
+    copy.unlink()
+    with pytest.raises(FileNotFoundError, match="pip install"):
+        tiny_shakespeare()

@@ -2,6 +2,9 @@
 
 - `load_text(path)`: any UTF-8 text file, with a clear message when it is missing, empty
   or in another encoding.
+- `tiny_shakespeare()`: the Tiny Shakespeare corpus (1.1 MB of the plays, public domain),
+  shipped inside the package (`llmkit/data/corpora/`) and checked against its SHA-256, so
+  the benchmarks that quote published figures for it need no download.
 - `python_stdlib_source()`: the `.py` files of the Python standard library that runs this
   code, joined into one corpus. Every Python installation has it, so the course has a code
   corpus with no download (lesson 12 adapts a story model to code with it).
@@ -24,6 +27,9 @@ from pathlib import Path
 from urllib.request import urlopen
 
 CACHE_ENV = "LLMKIT_CACHE"
+CORPORA = Path(__file__).resolve().parent / "corpora"
+TINY_SHAKESPEARE = CORPORA / "tinyshakespeare.txt"
+TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 # Folders of the standard library that hold tests, installed packages or bundled data, not
 # the library's own code.
@@ -63,6 +69,31 @@ def load_text(path) -> str:
     if not text.strip():
         raise ValueError(f"{path} is empty (or only whitespace); a corpus needs some text.")
     return text
+
+
+def tiny_shakespeare() -> str:
+    """Tiny Shakespeare: 1,115,394 characters (65 distinct) of the plays, as one string.
+
+    The corpus of char-rnn and nanoGPT's shakespeare_char; published figures for it use the
+    first 90% to train and the last 10% to validate. Read from the copy shipped with
+    llmkit and checked against its SHA-256 (with Windows line ends turned back into "\\n",
+    as a checkout may write them). Raises FileNotFoundError or ValueError, saying how to
+    get an intact copy back.
+    """
+    if not TINY_SHAKESPEARE.is_file():
+        raise FileNotFoundError(
+            f"{TINY_SHAKESPEARE} is missing: this installation of llmkit lacks its package "
+            "data. Reinstall it from the course folder (pip install -e .)."
+        )
+    raw = TINY_SHAKESPEARE.read_bytes().replace(b"\r\n", b"\n")
+    got = hashlib.sha256(raw).hexdigest()
+    if got != TINY_SHAKESPEARE_SHA256:
+        raise ValueError(
+            f"{TINY_SHAKESPEARE} has SHA-256 {got}, not {TINY_SHAKESPEARE_SHA256}: the file was "
+            "changed or damaged. Restore it (git checkout -- llmkit/data/corpora, or reinstall "
+            "llmkit)."
+        )
+    return raw.decode("utf-8")
 
 
 def stdlib_folder() -> Path:
