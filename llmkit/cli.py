@@ -130,9 +130,7 @@ def run_train(args) -> int:
                              "train a new run instead.")
         tokenizer, model = saved.tokenizer, saved.model
         text = read_corpus(args)
-        config = TrainConfig.from_dict({**saved.train_config, "max_steps": args.steps,
-                                        "time_budget_s": args.time_budget,
-                                        "out_dir": args.out, "progress": not args.quiet})
+        config = resumed_config(saved, args)
     else:
         text = read_corpus(args)
         tokenizer = train_tokenizer(text, args)
@@ -147,7 +145,6 @@ def run_train(args) -> int:
             checkpoint_interval=args.checkpoint_interval, out_dir=args.out, seed=args.seed,
             compile=args.compile, precision=args.precision, device=str(device),
             progress=not args.quiet,
-            log_interval=10 if device.type == "cuda" else 1,   # fewer GPU syncs
         )
     train_ids, val_ids = split_train_val(torch.tensor(tokenizer.encode(text)), args.val_fraction)
     trainer = Trainer(model, train_ids, val_ids, config, device=device, tokenizer=tokenizer)
@@ -174,6 +171,33 @@ def run_train(args) -> int:
               f"{result['val_loss']:.4f}, {result['tokens_per_sec']:,.0f} tokens/s, "
               f"{wall_s:.1f} s" + (f", saved to {args.out}" if args.out else ""))
     return 0
+
+
+def resumed_config(saved, args):
+    """The saved run's TrainConfig with the new step count, time budget and output.
+
+    The learning-rate schedule keeps its saved length: a cosine that was to reach min_lr at
+    step K still does, and steps after K run at min_lr (a new length would jump the
+    learning rate back up in the middle of a run). A note on stderr says so.
+    """
+    from llmkit.train import TrainConfig
+
+    config = TrainConfig.from_dict(saved.train_config)
+    step = int(saved.state.get("step", 0))
+    if args.steps <= step:
+        raise ValueError(f"the run in {args.out} is already at step {step}; give --steps above "
+                         f"{step} to train it further.")
+    decay_steps = int(saved.state.get("decay_steps", config.decay_steps))
+    if args.steps != config.max_steps and not args.json:
+        print(f"note: the learning rate keeps the saved schedule, which reaches min_lr "
+              f"{config.min_lr:g} at step {decay_steps}" + (
+                  f"; steps {decay_steps + 1}-{args.steps} run at min_lr" if args.steps > decay_steps
+                  else "") + ". For a new schedule, train a new run.", file=sys.stderr)
+    return TrainConfig.from_dict({**config.to_dict(), "max_steps": args.steps,
+                                  "lr_decay_steps": decay_steps,
+                                  "warmup_steps": min(config.warmup_steps, decay_steps),
+                                  "time_budget_s": args.time_budget, "out_dir": args.out,
+                                  "progress": not args.quiet, "log_interval": None})
 
 
 def read_corpus(args) -> str:

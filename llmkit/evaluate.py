@@ -11,8 +11,115 @@ Two kinds of measurement live here:
 
 from __future__ import annotations
 
+import contextlib
+import math
+
+import torch
+from torch import nn
+
+from llmkit.data.batches import IGNORE_INDEX, as_token_tensor
+from llmkit.device import autocast, pick_device
+
 
 # --- loss on a fixed set -------------------------------------------------------------------
+#
+# A loss measured on random batches moves with the batches drawn; measured on a fixed set
+# (the same windows or examples every time) it moves only because the model changed. Every
+# loss here is the mean over the targets that count (not IGNORE_INDEX), weighted by how many
+# each batch holds, so a batch of short examples weighs less than one of long examples.
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """`with eval_mode(model):` runs the model without dropout and without autograd, then
+    puts every submodule back in the mode it was in (a frozen part left in eval stays so)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def counted_targets(y: torch.Tensor) -> int:
+    """How many targets of y count towards the loss: those not equal to IGNORE_INDEX."""
+    return int((y != IGNORE_INDEX).sum())
+
+
+def fixed_set_loss(model: nn.Module, batches, device=None, precision: str = "fp32") -> float:
+    """The mean loss per counted target over a fixed list of batches.
+
+    batches: (x, y) pairs as the model takes them, e.g. x (B, T) int64 with y (B, T) token
+    targets or y (B,) class labels; IGNORE_INDEX in y marks targets to skip. model(x, y) must
+    return (output, mean loss over y's counted targets), as `llmkit.model.GPT` does.
+    Returns sum over batches of (batch mean x counted targets) / all counted targets: the
+    loss of one batch holding every example (checked in tests/test_evaluate.py against
+    one cross_entropy call over the concatenated targets).
+    """
+    device = next(model.parameters()).device if device is None else torch.device(device)
+    total, count = 0.0, 0
+    with eval_mode(model):
+        for x, y in batches:
+            n = counted_targets(y)
+            if n == 0:
+                continue
+            with autocast(device, precision=precision):
+                _, loss = model(x.to(device), y.to(device))
+            total += loss.float().item() * n
+            count += n
+    if count == 0:
+        raise ValueError("the fixed set has no targets to score (every label is IGNORE_INDEX "
+                         f"= {IGNORE_INDEX}); give it examples with labels.")
+    return total / count
+
+
+def stream_loss(model: nn.Module, ids, context_length: int, batch_size: int = 64, device=None,
+                precision: str = "fp32") -> float:
+    """The mean loss over a whole token stream, read as consecutive windows.
+
+    ids: (n,) token stream -> mean cross-entropy (nats per token) over the first
+    (n - 1) // context_length windows of context_length tokens, each position predicting
+    the next token (the last few targets that fill no whole window are left out). Each
+    position of the window occurs equally often, as in random windows, so this measures
+    what `Trainer.estimate_loss` does, without its sampling noise: the figure to compare
+    runs by. The model runs in eval mode, batch_size windows at a time; precision is
+    TrainConfig's (default fp32, the same arithmetic for every run compared).
+    """
+    ids = as_token_tensor(ids)
+    if not isinstance(context_length, int) or context_length < 1 or len(ids) < context_length + 1:
+        raise ValueError(f"need a positive context_length and at least context_length + 1 tokens; "
+                         f"got context_length={context_length!r} and {len(ids)} tokens.")
+    device = pick_device(device) if device is not None else None
+    n_windows = (len(ids) - 1) // context_length
+    inputs = ids[: n_windows * context_length].view(n_windows, context_length)
+    targets = ids[1 : n_windows * context_length + 1].view(n_windows, context_length)
+    batches = ((inputs[start : start + batch_size], targets[start : start + batch_size])
+               for start in range(0, n_windows, batch_size))
+    return fixed_set_loss(model, batches, device=device, precision=precision)
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss): the number of equally likely tokens the model is as unsure as.
+
+    loss: mean cross-entropy in nats per token. A uniform guess over V tokens has loss
+    ln V and perplexity V; a perfect model has perplexity 1.
+    """
+    return math.exp(loss)
+
+
+def bits_per_character(loss: float, n_tokens: int, n_characters: int) -> float:
+    """The loss in bits per character of text, comparable across tokenizers.
+
+    loss: nats per token over n_tokens tokens that spell n_characters characters. With
+    characters as tokens this is loss / ln 2; with BPE each token covers several characters,
+    so the same text costs loss * n_tokens / n_characters nats per character.
+    """
+    if n_tokens < 1 or n_characters < 1:
+        raise ValueError(f"need at least one token and one character, got n_tokens={n_tokens}, "
+                         f"n_characters={n_characters}.")
+    return loss * n_tokens / (n_characters * math.log(2))
 
 
 # --- task metrics --------------------------------------------------------------------------

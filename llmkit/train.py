@@ -1,24 +1,31 @@
 """The training loop of lesson 07: AdamW, warmup + cosine, clipping, accumulation, resume.
 
-One optimizer step, as in nanoGPT's train.py:
+One optimizer step (`Trainer.train_step`), as in nanoGPT's train.py:
 
     lr = learning_rate(step)                    linear warmup, then cosine down to min_lr
-    repeat grad_accum_steps times:
-        x, y = get_batch(train_ids)             (batch, context) int64 each
-        loss = model(x, y) / grad_accum_steps   under autocast (see TrainConfig.precision)
-        loss.backward()                         gradients add up across micro-batches
+    draw grad_accum_steps micro-batches (x, y)  windows of a token stream, or padded examples
+    for each micro-batch:
+        loss = model(x, y)                      under autocast (see TrainConfig.precision)
+        (loss * its share of the counted targets).backward()
     clip the gradient norm to grad_clip
     AdamW step (decoupled weight decay on matmul and embedding weights only)
 
-Every `eval_interval` steps the mean loss over `eval_iters` batches of training and of
-validation text is measured, on the same batches every time so the curves are comparable;
-`stream_loss` measures a whole split, without sampling noise, for the final figure.
-Callbacks (the live dashboard of lesson 07, a notebook's own printing) see every record.
+Weighting each micro-batch by its share of the targets that count makes the accumulated
+gradient that of one big batch even when the micro-batches hold different numbers of
+targets (padded examples, masked prompts). In float16 a gradient scaler multiplies the
+loss before backward and divides the gradients again before clipping.
+
+The pieces live beside it: the schedule and the parameter groups in `llmkit.optim`, the
+fixed-set losses in `llmkit.evaluate`, the batch sources in `llmkit.data.batches`, the files
+in `llmkit.checkpoint`. Every `eval_interval` steps the loss on a fixed set of training and
+of validation batches is measured (the same batches every time, so the curves are
+comparable). Callbacks (the live dashboard of lesson 07, a notebook's own printing) see
+every record. A loss that turns nan or inf stops the run with `TrainingDiverged` before
+anything is saved, so a good checkpoint is never replaced by a broken one.
 
 `Trainer.save_checkpoint` writes the weights, the optimizer, the step, every random
-number generator and the history (see `llmkit.checkpoint`), and `Trainer.resume` reads
-them back, so a run stopped at step k and resumed takes bit for bit the same steps as a run
-that never stopped.
+number generator and the history, and `Trainer.resume` reads them back, so a run stopped at
+step k and resumed takes bit for bit the same steps as a run that never stopped.
 """
 
 from __future__ import annotations
@@ -33,12 +40,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from llmkit.checkpoint import load_training_state, save_checkpoint
-from llmkit.data.batches import as_token_tensor, get_batch
-from llmkit.device import PRECISIONS, autocast, autocast_dtype, pick_device
+from llmkit import device as devices
+from llmkit.checkpoint import check_output_folder, load_training_state, save_checkpoint
+from llmkit.data.batches import IGNORE_INDEX, ExampleSet, TokenStream, as_batch_source, to_device
+from llmkit.device import PRECISIONS, autocast, pick_device
+from llmkit.evaluate import counted_targets, eval_mode, fixed_set_loss, stream_loss
+from llmkit.optim import decay_parameter_names, learning_rate, make_optimizer
 
+# Names lessons, exercises and notebooks import from here.
+__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "learning_rate", "decay_parameter_names",
+           "make_optimizer", "stream_loss", "eval_mode", "IGNORE_INDEX", "CALLBACK_EVENTS"]
 
 CALLBACK_EVENTS = ("on_train_start", "on_step", "on_eval", "on_train_end")
+LARGEST_SEED = 2**63 - 1   # torch.manual_seed takes a 64-bit integer
 
 
 # --- the configuration ----------------------------------------------------------------
@@ -54,23 +68,23 @@ class TrainConfig:
     time_budget_s: stop after this many seconds of training in one `fit()` call (None: no limit).
     batch_size: sequences per micro-batch. context_length: tokens per sequence
         (None: the model's config.context_length).
-    lr, min_lr, warmup_steps, lr_decay_steps: the schedule, see `learning_rate`
+    lr, min_lr, warmup_steps, lr_decay_steps: the schedule, see `llmkit.optim.learning_rate`
         (lr_decay_steps None: max_steps).
     weight_decay, beta1, beta2: AdamW's; decay applies to matmul and embedding weights only.
     grad_clip: largest allowed global gradient norm (None or 0: no clipping).
     grad_accum_steps: micro-batches per optimizer step (batch of batch_size * grad_accum_steps).
-    eval_interval: measure train/val loss every this many steps (0: never), with eval_iters
-        batches each. checkpoint_interval: save every this many steps (None: only at the end);
-        out_dir: where (None: no checkpoints).
+    eval_interval: measure train/val loss every this many steps (0: never), on eval_iters
+        fixed batches each. checkpoint_interval: save every this many steps (None: only at
+        the end); out_dir: where (None: no checkpoints).
     log_interval: turn losses into Python numbers (one device sync) every this many steps;
-        callbacks receive the records at that moment. 1 is right on CPU; 10 or more on a GPU.
-    seed: seeds the batch sampler, the evaluation batches and dropout.
+        callbacks receive the records at that moment. None: 1 on a CPU, 10 on a GPU.
+    seed: seeds the batch sampler, the evaluation batches and dropout (0 .. 2**63 - 1).
     compile: run the model through torch.compile (falls back to eager if compiling fails).
-    precision: "auto" (bf16 autocast on CUDA GPUs that support it, float32 elsewhere),
-        "bf16" (also bf16 on CPUs with native bf16, e.g. AVX512-BF16 or AMX; other CPUs
-        warn and stay float32) or "fp32". See llmkit.device.autocast_dtype. On a CPU,
-        pair "bf16" with GPTConfig(attention="manual"): PyTorch's CPU flash attention has a
-        slow bf16 backward that otherwise eats most of the gain (bench/plain_loop.py).
+    precision: "auto", "bf16" or "fp32"; llmkit.device.precision_reason says what each
+        means on a device (bf16 where the hardware has it, float16 with a gradient scaler
+        on older CUDA GPUs, float32 elsewhere). On a CPU, pair "bf16" with
+        GPTConfig(attention="manual"): PyTorch's CPU flash attention has a slow bf16
+        backward that otherwise eats most of the gain (bench/plain_loop.py).
     device: "cpu", "cuda", "mps" or None (llmkit.device.pick_device chooses).
     progress: show a tqdm progress bar with the loss.
     """
@@ -92,7 +106,7 @@ class TrainConfig:
     eval_iters: int = 20
     checkpoint_interval: int | None = None
     out_dir: str | None = None
-    log_interval: int = 1
+    log_interval: int | None = None
     seed: int = 1337
     compile: bool = False
     precision: str = "auto"
@@ -104,25 +118,37 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"TrainConfig: {message}")
 
-        def whole(name: str, minimum: int) -> bool:
+        def whole(name: str, minimum: int, optional: bool = False) -> bool:
             value = getattr(self, name)
+            if optional and value is None:
+                return True
             return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
-        for name in ("batch_size", "grad_accum_steps", "eval_iters", "log_interval"):
+        def finite(name: str, optional: bool = False) -> bool:
+            value = getattr(self, name)
+            if optional and value is None:
+                return True
+            return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and math.isfinite(value))
+
+        for name in ("batch_size", "grad_accum_steps", "eval_iters"):
             require(whole(name, 1), f"{name} must be a positive integer, got {getattr(self, name)!r}.")
         for name in ("max_steps", "warmup_steps", "eval_interval"):
             require(whole(name, 0), f"{name} must be an integer >= 0, got {getattr(self, name)!r}.")
-        require(self.context_length is None or whole("context_length", 1),
-                f"context_length must be a positive integer or None, got {self.context_length!r}.")
-        require(self.checkpoint_interval is None or whole("checkpoint_interval", 1),
-                f"checkpoint_interval must be a positive integer or None, got "
-                f"{self.checkpoint_interval!r}.")
+        for name in ("context_length", "checkpoint_interval", "log_interval"):
+            require(whole(name, 1, optional=True),
+                    f"{name} must be a positive integer or None, got {getattr(self, name)!r}.")
+        for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2"):
+            require(finite(name), f"{name} must be a finite number, got {getattr(self, name)!r}.")
+        for name in ("grad_clip", "time_budget_s"):
+            require(finite(name, optional=True), f"{name} must be a finite number or None (no "
+                    f"limit), got {getattr(self, name)!r}.")
         require(self.lr > 0, f"lr must be positive, got {self.lr}; 1e-3 suits a small model.")
         require(0 <= self.min_lr <= self.lr,
                 f"min_lr must be between 0 and lr={self.lr}, got {self.min_lr}; "
                 "the cosine decays from lr down to min_lr.")
-        require(self.lr_decay_steps is None or (whole("lr_decay_steps", 0)
-                                                and self.lr_decay_steps >= self.warmup_steps),
+        require(whole("lr_decay_steps", 0, optional=True)
+                and (self.lr_decay_steps is None or self.lr_decay_steps >= self.warmup_steps),
                 f"lr_decay_steps ({self.lr_decay_steps!r}) must be None or an integer >= "
                 f"warmup_steps ({self.warmup_steps}); the cosine starts where the warmup ends.")
         require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}.")
@@ -132,8 +158,17 @@ class TrainConfig:
                 f"grad_clip must be >= 0 or None, got {self.grad_clip}.")
         require(self.time_budget_s is None or self.time_budget_s > 0,
                 f"time_budget_s must be positive or None, got {self.time_budget_s}.")
+        require(whole("seed", 0) and self.seed <= LARGEST_SEED,
+                f"seed must be an integer from 0 to 2**63 - 1, got {self.seed!r}.")
         require(self.precision in PRECISIONS,
                 f"precision must be one of {PRECISIONS}, got {self.precision!r}.")
+        for name in ("compile", "progress"):
+            require(isinstance(getattr(self, name), bool),
+                    f"{name} must be True or False, got {getattr(self, name)!r}.")
+        for name in ("out_dir", "device"):
+            value = getattr(self, name)
+            require(value is None or isinstance(value, (str, Path)),
+                    f"{name} must be a string or None, got {value!r}.")
 
     @property
     def decay_steps(self) -> int:
@@ -142,11 +177,17 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         """The fields as a plain, JSON-able dict (saved in checkpoints)."""
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        if values["out_dir"] is not None:
+            values["out_dir"] = str(values["out_dir"])
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        """Rebuild a config from `to_dict()`'s output; unknown keys raise a ValueError."""
+        """Rebuild a config from `to_dict()`'s output; unknown keys or wrong types raise a
+        ValueError."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a TrainConfig is stored as a dict, got {type(values).__name__}.")
         values = dict(values)
         if "autocast" in values:   # checkpoints saved before `precision` replaced it
             values.setdefault("precision", "auto" if values.pop("autocast") else "fp32")
@@ -157,107 +198,28 @@ class TrainConfig:
         return cls(**values)
 
 
-# --- the schedule and the optimizer ------------------------------------------------------
+class TrainingDiverged(RuntimeError):
+    """The loss became nan or inf: training stopped, and nothing was saved after it.
 
-
-def learning_rate(step: int, config: TrainConfig) -> float:
-    """The learning rate for optimizer step `step` (0-based).
-
-    Linear warmup from lr / warmup_steps up to lr over the first warmup_steps steps, then
-    half a cosine from lr down to min_lr at step lr_decay_steps, then min_lr. The warmup is
-    capped at lr_decay_steps, so a run shorter than warmup_steps still reaches lr.
-    Warming up keeps the first, badly scaled updates of Adam small; the cosine lets the
-    model settle into a minimum at the end.
+    step: the step whose loss was not finite; loss: that value; lr: its learning rate.
     """
-    warmup = min(config.warmup_steps, config.decay_steps)
-    if step < warmup:
-        return config.lr * (step + 1) / warmup
-    if step >= config.decay_steps:
-        return config.min_lr
-    progress = (step - warmup) / (config.decay_steps - warmup)
-    return config.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.lr - config.min_lr)
 
-
-def decay_parameter_names(model: nn.Module) -> tuple[list[str], list[str]]:
-    """Split the model's parameter names into (decayed, not decayed).
-
-    Weight decay pulls weights towards zero. That regularises matrices (linear layers and
-    embeddings, 2-D), but biases and norm gains (1-D) only set offsets and scales, and
-    pulling them to zero just hurts, as in GPT-2 and nanoGPT. A tied matrix appears once.
-    """
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():   # shared (tied) parameters come once
-        if param.requires_grad:
-            (decay if param.dim() >= 2 else no_decay).append(name)
-    return decay, no_decay
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over two parameter groups (decay / no decay), fused where the build allows.
-
-    The fused implementation updates every parameter in one kernel instead of a dozen per
-    tensor; it exists for CUDA, CPU and MPS in recent PyTorch, and we fall back to the
-    default (foreach) one where it does not.
-    """
-    decay, no_decay = decay_parameter_names(model)
-    params = dict(model.named_parameters())
-    groups = [
-        {"params": [params[name] for name in decay], "weight_decay": config.weight_decay},
-        {"params": [params[name] for name in no_decay], "weight_decay": 0.0},
-    ]
-    options = dict(lr=config.lr, betas=(config.beta1, config.beta2))
-    try:
-        return torch.optim.AdamW(groups, fused=True, **options)
-    except (RuntimeError, ValueError, TypeError):
-        return torch.optim.AdamW(groups, **options)
-
-
-# --- a low-noise evaluation ---------------------------------------------------------------
-
-
-@torch.no_grad()
-def stream_loss(model: nn.Module, ids, context_length: int, batch_size: int = 64, device=None,
-                precision: str = "fp32") -> float:
-    """The mean loss over a whole token stream, read as consecutive windows.
-
-    ids: (n,) token stream -> mean cross-entropy (nats per token) over the first
-    (n - 1) // context_length windows of context_length tokens, each position predicting
-    the next token (the last few targets that fill no whole window are left out). Each
-    position of the window occurs equally often, as in random windows, so this measures
-    what `Trainer.estimate_loss` does, without its sampling noise: the figure to compare
-    runs by. The model runs in eval mode, batch_size windows at a time; precision is
-    TrainConfig's (default fp32, the same arithmetic for every run compared).
-    """
-    ids = as_token_tensor(ids)
-    if not isinstance(context_length, int) or context_length < 1 or len(ids) < context_length + 1:
-        raise ValueError(f"need a positive context_length and at least context_length + 1 tokens; "
-                         f"got context_length={context_length!r} and {len(ids)} tokens.")
-    device = pick_device(device) if device is not None else next(model.parameters()).device
-    n_windows = (len(ids) - 1) // context_length
-    inputs = ids[: n_windows * context_length].view(n_windows, context_length)
-    targets = ids[1 : n_windows * context_length + 1].view(n_windows, context_length)
-    was_training = model.training
-    model.eval()
-    total = 0.0
-    for start in range(0, n_windows, batch_size):
-        x = inputs[start : start + batch_size].to(device)
-        y = targets[start : start + batch_size].to(device)
-        with autocast(device, precision=precision):
-            _, loss = model(x, y)
-        total += loss.item() * len(x)   # the batch mean, weighted by its windows
-    model.train(was_training)
-    return total / n_windows
+    def __init__(self, message: str, step: int, loss: float, lr: float):
+        super().__init__(message)
+        self.step, self.loss, self.lr = step, loss, lr
 
 
 # --- the trainer -----------------------------------------------------------------------
 
 
 class Trainer:
-    """Trains a language model on a stream of token ids.
+    """Trains a model on a token stream or on a set of examples.
 
-    model: maps (idx (B, T) int64, targets (B, T) int64) -> (logits (B, T, V), loss), as
-        `llmkit.model.GPT` does, and has `model.config.context_length`.
-    train_ids, val_ids: (n,) token streams (lists, arrays or tensors).
+    model: maps (x, y) to (output, loss), loss being the mean over y's targets that are not
+        IGNORE_INDEX, as `llmkit.model.GPT` does for x (B, T) and y (B, T); a classifier
+        does it for y (B,). Saving checkpoints needs the protocol of `llmkit.checkpoint`.
+    train, val: the data, each a token stream ((n,) ids: list, array or tensor), a
+        `TokenStream` or an `ExampleSet` of padded examples (llmkit.data.batches).
     config: a TrainConfig (defaults if None). callbacks: objects with any of
         on_train_start(trainer), on_step(trainer, record), on_eval(trainer, record),
         on_train_end(trainer); setting `trainer.should_stop = True` ends `fit()` after the
@@ -275,23 +237,9 @@ class Trainer:
             raise ValueError(f"config must be a TrainConfig, got {type(self.config).__name__}.")
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-        model_context = getattr(getattr(model, "config", None), "context_length", None)
-        self.context_length = self.config.context_length or model_context
-        if self.context_length is None:
-            raise ValueError(
-                "the model has no config.context_length; set TrainConfig(context_length=...)."
-            )
-        if model_context is not None and self.context_length > model_context:
-            raise ValueError(
-                f"TrainConfig.context_length={self.context_length} is longer than the model's "
-                f"context_length={model_context}; use at most {model_context}."
-            )
-        self.device = pick_device(device if device is not None else self.config.device)
-        if self.config.precision == "bf16" and autocast_dtype(self.device, "bf16") is None:
-            warnings.warn(f"precision='bf16' asked for, but {self.device} has no native bfloat16 "
-                          "(emulating it would be slower than float32); training in float32.")
-        self.train_ids = self._check_ids(train_ids, "train_ids", model)
-        self.val_ids = self._check_ids(val_ids, "val_ids", model)
+        self.context_length = self._context_length(model, train_ids)
+        self.train_data = self._check_data(train_ids, "train_ids", model)
+        self.val_data = self._check_data(val_ids, "val_ids", model)
         for callback in callbacks:
             if not any(callable(getattr(callback, name, None)) for name in CALLBACK_EVENTS):
                 raise ValueError(
@@ -300,6 +248,16 @@ class Trainer:
                 )
         self.callbacks = list(callbacks)
         self.tokenizer = tokenizer
+        if self.config.out_dir:   # a wrong --out is found now, not after the last step
+            check_output_folder(self.config.out_dir)
+
+        self.device = pick_device(device if device is not None else self.config.device)
+        if self.device.type == "cuda":
+            devices.enable_fast_matmul()
+        self._check_precision()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=_needs_grad_scaler(
+            self.device, self.config.precision))
+        self.log_interval = self.config.log_interval or (1 if self.device.type == "cpu" else 10)
 
         self.model = model.to(self.device)
         self.optimizer = make_optimizer(self.model, self.config)
@@ -308,25 +266,59 @@ class Trainer:
         torch.manual_seed(self.config.seed)  # dropout draws from the global generator
         self.batch_generator = torch.Generator().manual_seed(self.config.seed)
         self.step = 0
+        self.tokens_seen = 0        # input tokens of every micro-batch trained on
         self.elapsed = 0.0          # wall-clock seconds inside fit(), over all calls and resumes
         self.history: list[dict] = []
         self.should_stop = False
+        self.saved_step: int | None = None   # the step of the last checkpoint written
+        self._eval_batches: dict | None = None
 
-    def _check_ids(self, ids, name: str, model: nn.Module) -> torch.Tensor:
-        ids = as_token_tensor(ids)
-        if len(ids) < self.context_length + 1:
+    @property
+    def train_ids(self) -> torch.Tensor | None:
+        """The training token stream (None when training on examples)."""
+        return self.train_data.ids if isinstance(self.train_data, TokenStream) else None
+
+    @property
+    def val_ids(self) -> torch.Tensor | None:
+        """The validation token stream (None when validating on examples)."""
+        return self.val_data.ids if isinstance(self.val_data, TokenStream) else None
+
+    def _context_length(self, model: nn.Module, data) -> int | None:
+        model_context = getattr(getattr(model, "config", None), "context_length", None)
+        context_length = self.config.context_length or model_context
+        if context_length is None and not isinstance(data, ExampleSet):
             raise ValueError(
-                f"{name} has {len(ids)} tokens, but one training window needs "
-                f"context_length + 1 = {self.context_length + 1}; use more text or a shorter "
-                "context."
+                "the model has no config.context_length; set TrainConfig(context_length=...)."
             )
+        if model_context is not None and context_length > model_context:
+            raise ValueError(
+                f"TrainConfig.context_length={context_length} is longer than the model's "
+                f"context_length={model_context}; use at most {model_context}."
+            )
+        return context_length
+
+    def _check_data(self, data, name: str, model: nn.Module):
+        try:
+            source = as_batch_source(data, self.context_length)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+        if isinstance(source, ExampleSet) and source.context_length is None and self.context_length:
+            source = ExampleSet(source.examples, source.pad_id, self.context_length)
         vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
-        if vocab_size is not None and (ids.min() < 0 or ids.max() >= vocab_size):
+        low, high = source.id_range()
+        if vocab_size is not None and (low < 0 or high >= vocab_size):
             raise ValueError(
-                f"{name} holds ids from {ids.min().item()} to {ids.max().item()}, but the model's "
-                f"vocab_size is {vocab_size}; build the model with the tokenizer's vocab_size."
+                f"{name} holds ids from {low} to {high}, but the model's vocab_size is "
+                f"{vocab_size}; build the model with the tokenizer's vocab_size."
             )
-        return ids
+        return source
+
+    def _check_precision(self) -> None:
+        if self.config.precision == "bf16" and devices.autocast_dtype(self.device, "bf16") is None:
+            reason = getattr(devices, "precision_reason", None)
+            why = f" ({reason(self.device, 'bf16')})" if reason else ""
+            warnings.warn(f"precision='bf16' asked for, but {self.device} has no native bfloat16 "
+                          f"(emulating it would be slower than float32); training in float32{why}.")
 
     def _compiled_model(self):
         try:
@@ -337,21 +329,40 @@ class Trainer:
 
     # --- one step ----------------------------------------------------------------------
 
+    def train_step(self) -> tuple[torch.Tensor, float, torch.Tensor]:
+        """One optimizer step; returns (mean loss, learning rate, gradient norm)."""
+        lr = learning_rate(self.step, self.config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss = self.compute_gradients()
+        self.scaler.unscale_(self.optimizer)     # clip the true gradients, not scaled ones
+        grad_norm = self.clip_gradients()
+        self.scaler.step(self.optimizer)         # skipped if float16 gradients overflowed
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss, lr, grad_norm
+
     def compute_gradients(self) -> torch.Tensor:
         """Forward and backward over grad_accum_steps micro-batches; the mean loss (0-d).
 
-        Each micro-batch's loss is divided by grad_accum_steps before backward, so the
-        summed gradients equal those of the mean loss over one batch that many times larger.
+        Each micro-batch's mean loss is weighted by its share of all the counted targets
+        (not IGNORE_INDEX) before backward, so the summed gradients are those of the mean
+        loss over one batch holding every micro-batch, even when they differ in size.
         """
-        accum = self.config.grad_accum_steps
+        batches = [self.train_data.sample(self.config.batch_size, self.batch_generator)
+                   for _ in range(self.config.grad_accum_steps)]
+        counts = [counted_targets(y) for _, y in batches]
         total = torch.zeros((), device=self.device)
-        for _ in range(accum):
-            x, y = get_batch(self.train_ids, self.config.batch_size, self.context_length,
-                             generator=self.batch_generator, device=self.device)
-            loss = self._loss(x, y)
-            (loss / accum).backward()
-            total += loss.detach()
-        return total / accum
+        for (x, y), count in zip(batches, counts):
+            if count == 0:          # nothing to learn here (every target masked)
+                continue
+            x, y = to_device(x, y, self.device)
+            loss = self._loss(x, y) * (count / sum(counts))
+            self.scaler.scale(loss).backward()
+            total += loss.detach().float()
+            self.tokens_seen += x.numel()
+        return total
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, precision=self.config.precision):
@@ -372,48 +383,30 @@ class Trainer:
         """Scale all gradients down together so their global norm is at most grad_clip.
 
         Returns the norm before clipping (0-d tensor); with no clipping it is still measured.
+        PyTorch picks the implementation (foreach=None): the foreach one is not on every
+        device (it fails on Apple's MPS).
         """
+        params = [p for p in self.model.parameters() if p.grad is not None]
         if self.config.grad_clip:
-            return nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip, foreach=True)
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-
-    def train_step(self) -> tuple[torch.Tensor, float, torch.Tensor]:
-        """One optimizer step; returns (mean loss, learning rate, gradient norm)."""
-        lr = learning_rate(self.step, self.config)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        loss = self.compute_gradients()
-        grad_norm = self.clip_gradients()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
-        return loss, lr, grad_norm
+            return nn.utils.clip_grad_norm_(params, self.config.grad_clip, foreach=None)
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
 
     # --- evaluation ---------------------------------------------------------------------
 
-    @torch.no_grad()
     def estimate_loss(self) -> dict[str, float]:
-        """Mean loss over eval_iters batches of training and of validation text.
+        """Mean loss per counted target on a fixed set of training and of validation batches.
 
-        The batches come from a generator reseeded on every call, so every evaluation sees
-        the same windows and the curves differ only because the model changed.
+        eval_iters batches of batch_size each: random windows of a stream drawn from a
+        generator seeded with seed + 1, or the first examples of an example set. They are the
+        same at every call, so the curves differ only because the model changed.
         """
-        was_training = self.model.training
-        self.model.eval()
-        result = {}
-        for split, ids in (("train_loss", self.train_ids), ("val_loss", self.val_ids)):
-            generator = torch.Generator().manual_seed(self.config.seed + 1)
-            losses = torch.zeros(self.config.eval_iters, device=self.device)
-            for i in range(self.config.eval_iters):
-                x, y = get_batch(ids, self.config.batch_size, self.context_length,
-                                 generator=generator, device=self.device)
-                with autocast(self.device, precision=self.config.precision):
-                    _, loss = self.model(x, y)
-                losses[i] = loss.float()
-            result[split] = losses.mean().item()
-        self.model.train(was_training)
-        return result
+        if self._eval_batches is None:
+            self._eval_batches = {
+                split: data.fixed_batches(self.config.batch_size, self.config.eval_iters,
+                                          self.config.seed + 1)
+                for split, data in (("train_loss", self.train_data), ("val_loss", self.val_data))}
+        return {split: fixed_set_loss(self.model, batches, self.device, self.config.precision)
+                for split, batches in self._eval_batches.items()}
 
     def evaluate(self) -> dict:
         """Measure the losses now, add the record to the history and tell the callbacks."""
@@ -429,13 +422,14 @@ class Trainer:
         callback's should_stop); returns the history.
 
         Calling fit() again after raising config.max_steps continues the same run.
+        Raises TrainingDiverged, before saving anything, if the loss becomes nan or inf.
         """
         config = self.config
         self.should_stop = False
         self.model.train()
         self._notify("on_train_start")
         bar = self._progress_bar()
-        pending: list[tuple[int, torch.Tensor, float, torch.Tensor]] = []
+        pending: list[tuple[int, torch.Tensor, float, torch.Tensor, int]] = []
         start = last_flush = time.perf_counter()
         elapsed_before = self.elapsed
         try:
@@ -443,12 +437,13 @@ class Trainer:
                 if (config.eval_interval and self.step % config.eval_interval == 0
                         and not self._evaluated_now()):
                     self._flush(pending, last_flush, bar)
-                    last_flush = time.perf_counter()
                     self.evaluate()
+                    last_flush = time.perf_counter()   # eval time is not training time
+                tokens_before = self.tokens_seen
                 loss, lr, grad_norm = self.train_step()
-                pending.append((self.step, loss, lr, grad_norm))
+                pending.append((self.step, loss, lr, grad_norm, self.tokens_seen - tokens_before))
                 self.elapsed = elapsed_before + time.perf_counter() - start
-                if len(pending) >= config.log_interval:
+                if len(pending) >= self.log_interval:
                     self._flush(pending, last_flush, bar)
                     last_flush = time.perf_counter()
                 if config.time_budget_s is not None and time.perf_counter() - start >= config.time_budget_s:
@@ -474,23 +469,37 @@ class Trainer:
         return bool(self.history) and "val_loss" in self.history[-1] and self.history[-1]["step"] == self.step
 
     def _flush(self, pending: list, since: float, bar) -> None:
-        """Turn the pending step results into records (one device sync for all of them)."""
+        """Turn the pending step results into records (one device sync for all of them),
+        and stop the run if a loss is not finite."""
         if not pending:
             return
-        losses = torch.stack([loss for _, loss, _, _ in pending]).tolist()
-        norms = torch.stack([norm for _, _, _, norm in pending]).float().tolist()
+        losses = torch.stack([loss for _, loss, _, _, _ in pending]).tolist()
+        norms = torch.stack([norm for _, _, _, norm, _ in pending]).float().tolist()
         seconds = max(time.perf_counter() - since, 1e-9)
-        tokens = (len(pending) * self.config.batch_size * self.config.grad_accum_steps
-                  * self.context_length)
-        for (step, _, lr, _), loss, norm in zip(pending, losses, norms):
+        tokens_per_sec = sum(tokens for *_, tokens in pending) / seconds
+        for (step, _, lr, _, _), loss, norm in zip(pending, losses, norms):
             record = {"step": step, "loss": loss, "lr": lr, "grad_norm": norm,
-                      "tokens_per_sec": tokens / seconds, "elapsed": self.elapsed}
+                      "tokens_per_sec": tokens_per_sec, "elapsed": self.elapsed}
             self.history.append(record)
             self._notify("on_step", record)
         if bar is not None:
             bar.update(len(pending))
             bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
         pending.clear()
+        for record in self.history[-len(losses):]:
+            if not math.isfinite(record["loss"]):
+                raise self._diverged(record)
+
+    def _diverged(self, record: dict) -> TrainingDiverged:
+        saved = (f"the checkpoint in {self.config.out_dir} (step {self.saved_step}) is kept as it was"
+                 if self.saved_step is not None else "nothing was saved")
+        message = (
+            f"training diverged: the loss became {record['loss']} at step {record['step']} "
+            f"(learning rate {record['lr']:.3g}), so training stopped and {saved}. Try a lower "
+            f"learning rate (e.g. lr={self.config.lr / 3:.2g}), a longer warmup (warmup_steps), "
+            "or gradient clipping (grad_clip=1.0)."
+        )
+        return TrainingDiverged(message, record["step"], record["loss"], record["lr"])
 
     def _progress_bar(self):
         if not self.config.progress:
@@ -508,33 +517,59 @@ class Trainer:
     # --- checkpoints --------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """Everything besides the weights that resuming needs: optimizer, step, generators,
-        history (tensors, numbers, strings, lists and dicts only)."""
+        """Everything besides the weights that resuming needs: optimizer, gradient scaler,
+        step, schedule length, generators, history (tensors, numbers, strings, lists and
+        dicts only)."""
         rng = {"torch": torch.get_rng_state(), "batches": self.batch_generator.get_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {"step": self.step, "elapsed": self.elapsed, "optimizer": self.optimizer.state_dict(),
-                "rng": rng, "history": list(self.history)}
+        state = {"step": self.step, "elapsed": self.elapsed, "tokens_seen": self.tokens_seen,
+                 "decay_steps": self.config.decay_steps,
+                 "optimizer": self.optimizer.state_dict(), "rng": rng, "history": list(self.history)}
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what `state_dict()` returned (the weights are loaded separately)."""
+        """Restore what `state_dict()` returned (the weights are loaded separately).
+
+        The learning-rate schedule keeps the length it was saved with: a run extended to
+        more steps continues the same cosine (the extra steps run at min_lr) instead of
+        jumping to a new one; a warning says so. To decay over a new length, start a new
+        run from the saved weights.
+        """
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed", 0.0))
+        self.tokens_seen = int(state.get("tokens_seen", 0))
+        saved_decay = state.get("decay_steps")
+        if saved_decay is not None and saved_decay != self.config.decay_steps:
+            warnings.warn(
+                f"the saved run's learning rate decays over {saved_decay} steps; keeping that "
+                f"schedule (the config says {self.config.decay_steps}), so steps after "
+                f"{saved_decay} run at min_lr={self.config.min_lr:g}. To decay over a new "
+                "length, start a new run from the saved weights.")
+            self.config = dataclasses.replace(self.config, lr_decay_steps=int(saved_decay),
+                                              warmup_steps=min(self.config.warmup_steps, int(saved_decay)))
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler.is_enabled() and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         self.batch_generator.set_state(state["rng"]["batches"])
         cuda_states = state["rng"].get("cuda")
         if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
         self.history = list(state.get("history", []))
+        self.saved_step = self.step
 
     def save_checkpoint(self, path=None) -> Path:
         """Write a checkpoint folder (default: config.out_dir) atomically; returns its path."""
         path = path if path is not None else self.config.out_dir
         if path is None:
             raise ValueError("no checkpoint path: pass one, or set TrainConfig(out_dir=...).")
-        return save_checkpoint(path, self.model, tokenizer=self.tokenizer,
-                               train_config=self.config.to_dict(), state=self.state_dict())
+        written = save_checkpoint(path, self.model, tokenizer=self.tokenizer,
+                                  train_config=self.config.to_dict(), state=self.state_dict())
+        self.saved_step = self.step
+        return written
 
     def resume(self, path) -> Trainer:
         """Load weights, optimizer, step, generators and history from a checkpoint folder,
@@ -542,3 +577,11 @@ class Trainer:
         state = load_training_state(path, self.model)
         self.load_state_dict(state)
         return self
+
+
+def _needs_grad_scaler(device: torch.device, precision: str) -> bool:
+    """llmkit.device.needs_grad_scaler where this llmkit has it; else: float16 autocast."""
+    check = getattr(devices, "needs_grad_scaler", None)
+    if check is not None:
+        return bool(check(device, precision))
+    return devices.autocast_dtype(device, precision) == torch.float16

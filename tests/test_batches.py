@@ -43,3 +43,19 @@ def test_too_short_stream_is_a_clear_error():
         get_batch(torch.arange(5), 2, 8)
     with pytest.raises(ValueError, match="one flat sequence"):
         as_token_tensor(torch.zeros(2, 3))
+
+
+def test_a_batch_is_one_buffer_with_x_and_y_as_views():
+    ids = torch.arange(100)
+    x, y = get_batch(ids, 4, 8, generator=torch.Generator().manual_seed(0))
+    # One contiguous gather holds both, so a device copy moves one buffer once.
+    assert x.untyped_storage().data_ptr() == y.untyped_storage().data_ptr()
+    assert torch.equal(x[:, 1:], y[:, :-1])
+
+
+def test_float_ids_are_refused_not_truncated():
+    for ids in (torch.tensor([1.0, 2.7]), np.array([1.5, 2.0]), [1, 2.7]):
+        with pytest.raises(ValueError, match="token ids must be integers"):
+            as_token_tensor(ids)
+    assert as_token_tensor(np.array([1, 2], dtype=np.int32)).dtype == torch.int64
+    assert as_token_tensor([]).shape == (0,)

@@ -51,6 +51,8 @@ def test_resume_continues_to_the_new_step_count(trained, tmp_path):
     assert json.loads(result.stdout.strip().splitlines()[-1])["steps"] == 9
     history = load_checkpoint(copy).state["history"]
     assert [r["step"] for r in history if "loss" in r] == list(range(1, 10))
+    # The saved schedule reached min_lr (default lr / 10) at step 6; the extra steps stay there.
+    assert [r["lr"] for r in history if "loss" in r][6:] == [1e-4] * 3
 
 
 def test_generate_streams_text_from_the_checkpoint(trained):

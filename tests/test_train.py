@@ -7,6 +7,7 @@ batch, the gradient norm with torch.linalg.vector_norm.
 
 import copy
 import math
+import time
 
 import pytest
 import torch
@@ -334,7 +335,17 @@ def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(tmp_path, stop_at):
     (dict(warmup_steps=50, lr_decay_steps=10), "lr_decay_steps"),
     (dict(beta2=1.0), "beta2 must be in"),
     (dict(time_budget_s=-1), "time_budget_s must be positive"),
-    (dict(precision="fp16"), "precision must be one of"),
+    (dict(precision="fp8"), "precision must be one of"),
+    (dict(lr=float("inf")), "lr must be a finite number"),
+    (dict(lr=float("nan")), "lr must be a finite number"),
+    (dict(min_lr=float("nan")), "min_lr must be a finite number"),
+    (dict(grad_clip=float("inf")), "grad_clip must be a finite number or None"),
+    (dict(time_budget_s=float("nan")), "time_budget_s must be a finite number or None"),
+    (dict(seed=2**70), "seed must be an integer from 0 to 2\\*\\*63 - 1"),
+    (dict(seed=-1), "seed must be an integer from 0"),
+    (dict(lr="fast"), "lr must be a finite number, got 'fast'"),
+    (dict(log_interval=0), "log_interval must be a positive integer or None"),
+    (dict(compile="yes"), "compile must be True or False"),
 ])
 def test_bad_configs_say_what_is_wrong(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -351,3 +362,103 @@ def test_bad_trainer_inputs_say_what_to_do():
         Trainer(tiny_model(), ids, ids, quick_config(context_length=64))
     with pytest.raises(ValueError, match="has none of the methods"):
         Trainer(tiny_model(), ids, ids, quick_config(), callbacks=[object()])
+
+
+# --- the device path ------------------------------------------------------------------------
+
+
+def test_clipping_lets_pytorch_choose_the_implementation(monkeypatch):
+    seen = {}
+    real = nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *args, **kwargs):
+        seen.update(kwargs)
+        return real(params, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(nn.utils, "clip_grad_norm_", spy)
+    trainer = make_trainer(grad_clip=1.0)
+    trainer.compute_gradients()
+    trainer.clip_gradients()
+    # foreach=True raises on Apple's MPS; None lets PyTorch pick what the device has.
+    assert "foreach" in seen and seen["foreach"] is None
+
+
+def fp16_everywhere(monkeypatch):
+    """Pretend this CPU is a GPU that trains in float16 with a gradient scaler."""
+    monkeypatch.setattr(llmkit_device, "autocast_dtype",
+                        lambda device, precision="auto": None if precision == "fp32" else torch.float16)
+    monkeypatch.setattr(llmkit_device, "needs_grad_scaler",
+                        lambda device, precision="auto": precision != "fp32", raising=False)
+
+
+def test_float16_trains_with_a_gradient_scaler_unscaled_before_clipping(monkeypatch):
+    fp16_everywhere(monkeypatch)
+    model = tiny_model()
+    reference = copy.deepcopy(model)
+    trainer = make_trainer(model, seed=3, grad_clip=0.05)
+    assert trainer.scaler.is_enabled()
+    assert linear_output_dtypes(make_trainer(tiny_model())) == {torch.float16}
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)   # no overflow at step 1
+
+    x, y = get_batch(trainer.train_ids, 4, 16, generator=torch.Generator().manual_seed(3))
+    _, expected = reference(x, y)     # float32, unscaled
+    expected.backward()
+    true_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in reference.parameters()]))
+    loss, _, grad_norm = trainer.train_step()
+    # The reported norm is the true one (float16 rounding aside), not 1024 times it.
+    torch.testing.assert_close(grad_norm, true_norm, rtol=3e-2, atol=0)
+    torch.testing.assert_close(loss, expected.detach(), rtol=1e-2, atol=0)
+    assert trainer.scaler.get_scale() == 2.0**10    # a finite step keeps the scale
+
+
+def test_the_gradient_scaler_state_is_saved_and_resumed(monkeypatch, tmp_path):
+    fp16_everywhere(monkeypatch)
+    trainer = make_trainer(max_steps=4, eval_interval=0, out_dir=str(tmp_path / "run"))
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**20, growth_interval=2)
+    trainer.fit()
+    scale = trainer.scaler.get_scale()
+    assert scale != 2.0**20    # overflowing steps halved it, finite ones grew it
+    assert torch.load(tmp_path / "run" / "state.pt", weights_only=True)["scaler"]["scale"] == scale
+
+    resumed = make_trainer(max_steps=4, eval_interval=0)
+    assert resumed.scaler.get_scale() != scale
+    resumed.resume(tmp_path / "run")
+    assert resumed.scaler.get_scale() == scale and resumed.step == 4
+
+
+def test_log_interval_is_chosen_by_device():
+    assert make_trainer().log_interval == 1            # CPU: a sync costs nothing
+    assert make_trainer(log_interval=5).log_interval == 5
+    history = make_trainer(max_steps=7, eval_interval=0, log_interval=3).fit()
+    assert [r["step"] for r in history] == list(range(1, 8))   # every step, in batches
+
+
+def test_tokens_per_second_does_not_dip_after_an_evaluation(monkeypatch):
+    trainer = make_trainer(max_steps=12, eval_interval=4)
+    slow_eval = 0.4
+
+    def slow(*args, **kwargs):
+        time.sleep(slow_eval)
+        return {"train_loss": 1.0, "val_loss": 1.0}
+
+    monkeypatch.setattr(trainer, "estimate_loss", slow)
+    history = trainer.fit()
+    rates = {r["step"]: r["tokens_per_sec"] for r in history if "loss" in r}
+    after_eval = [rates[s] for s in (1, 5, 9)]    # the first step after each evaluation
+    others = [rate for step, rate in rates.items() if step not in (1, 5, 9)]
+    # Counting 0.4 s of evaluation against one step of a few ms would cut its rate 50-fold.
+    assert min(after_eval) > 0.2 * sorted(others)[len(others) // 2]
+
+
+def test_resuming_with_more_steps_keeps_the_saved_schedule(tmp_path):
+    first = make_trainer(max_steps=10, warmup_steps=2, eval_interval=0, out_dir=str(tmp_path / "run"))
+    first.fit()
+    longer = make_trainer(max_steps=16, warmup_steps=2, eval_interval=0)
+    with pytest.warns(UserWarning, match="keeping that schedule"):
+        longer.resume(tmp_path / "run")
+    longer.fit()
+    lrs = [r["lr"] for r in longer.history if "loss" in r]
+    reference = TrainConfig(max_steps=10, warmup_steps=2, lr=3e-3, min_lr=3e-4)
+    # the first 10 steps as saved, then min_lr: no jump back up to a new cosine
+    assert lrs[:10] == [learning_rate(step, reference) for step in range(10)]
+    assert lrs[10:] == [3e-4] * 6

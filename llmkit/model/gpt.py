@@ -225,3 +225,14 @@ class GPT(nn.Module):
             idle = self.config.n_experts - self.config.experts_per_token
             active -= self.config.n_layer * idle * per_expert
         return 6 * active + 12 * self.config.n_layer * T * self.config.d_model
+
+    # --- checkpoints (the protocol of llmkit.checkpoint) ---------------------------------
+
+    def checkpoint_config(self) -> dict:
+        """The architecture as a JSON-able dict: `GPT.from_checkpoint_config` rebuilds it."""
+        return self.config.to_dict()
+
+    @classmethod
+    def from_checkpoint_config(cls, values: dict) -> GPT:
+        """A GPT of the architecture `checkpoint_config()` described, with fresh weights."""
+        return cls(GPTConfig.from_dict(values))
