@@ -367,7 +367,7 @@ def test_training_stops_with_a_warning_when_pairs_run_out():
 
 def test_char_tokenizer_names_unknown_characters():
     tokenizer = CharTokenizer.train("abc")
-    with pytest.raises(ValueError, match=r"never saw 'x', 'z'.*Retrain"):
+    with pytest.raises(ValueError, match=r"never saw 'x', 'z'.*add_chars.*retrain"):
         tokenizer.encode("abxcz")
 
 
@@ -502,3 +502,20 @@ def test_damaged_char_files_name_the_damage(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(ValueError, match="has no 'chars' field"):
         llmkit.tokenizers.load(tmp_path / "bad.json")
+
+
+def test_char_tokenizer_add_chars_keeps_old_ids(tmp_path):
+    tokenizer = CharTokenizer.train("the cat sat", [ENDOFTEXT])
+    old = tokenizer.encode("the cat")
+    added = tokenizer.add_chars("Who sat? the cat!")
+    assert added == {"!": 8, "?": 9, "W": 10, "o": 11}  # sorted, after <|endoftext|> (7)
+    assert tokenizer.add_chars("cat?") == {}  # nothing new
+    assert tokenizer.encode("the cat") == old
+    specials = tokenizer.add_special_tokens(["<|pad|>"])
+    assert specials == {"<|pad|>": 12} and tokenizer.vocab_size == 13
+    text = "Who? the cat!"
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+    loaded = llmkit.tokenizers.load(tokenizer.save(tmp_path / "char.json"))
+    assert loaded.encode(text) == tokenizer.encode(text) and loaded.vocab_size == 13
+    decoder = loaded.stream_decoder()
+    assert "".join(decoder.push(i) for i in loaded.encode(text)) == text
