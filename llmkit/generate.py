@@ -10,6 +10,8 @@ repeat. The lesson builds the reshaping step by step, and so does this file:
 2. the loop: `generate` (a batch, returns a tensor), `stream` (yields tokens as they come)
    and `generate_text` (str in, str out), with a KV cache so each step feeds one token;
    greedy decoding (temperature 0) skips the distribution and takes the argmax directly;
+   `generate_batch` and `generate_texts` run prompts of different lengths as one batch
+   (left padding, masked out of attention, positions counted from each row's first token);
 3. `format_chat`, the chat template of lessons 09-10.
 
 Temperature 0 means greedy decoding (always the most likely token).
@@ -128,19 +130,42 @@ def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int 
 # --- 2. the decoding loop --------------------------------------------------------------
 
 
+PAST_CONTEXT = ("slide", "halve")
+
+
+def padding_in_window(n_pad: torch.Tensor | None, window_start: int) -> torch.Tensor | None:
+    """(B,) left padding of whole rows -> the padding left in the window from window_start on."""
+    return None if n_pad is None else (n_pad - window_start).clamp(min=0)
+
+
 def sample_tokens(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
                   top_k: int | None = None, top_p: float | None = None,
                   repetition_penalty: float = 1.0, use_kv_cache: bool = True,
-                  generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+                  generator: torch.Generator | None = None, n_pad: torch.Tensor | None = None,
+                  past_context: str = "slide", cache=None, step=None) -> Iterator[torch.Tensor]:
     """Yield max_new_tokens next tokens, each (B,) int64, for the (B, T) prompt idx.
 
     The model must be in eval mode and gradients off (generate and stream see to both,
     with inference_mode). The prompt is checked once; the steps after it skip the checks.
-    The context is cropped to the model's last context_length tokens. With the KV cache,
-    each step feeds only the newest token; once the cache is full (the window slides) the
-    cache is refilled from the last context_length tokens, which is exactly what the
-    uncached path sees, so both paths give the same tokens.
+    n_pad: (B,) int64, how many padding tokens start each row (left padding), or None.
+
+    The model reads at most context_length tokens: the window. Once the text outgrows it,
+    `past_context` says which tokens a step sees:
+
+    - "slide": always the last context_length tokens, the textbook loop. With learned
+      positions a cache cannot slide (see llmkit.model.kv_cache), so past the window every
+      step refills it with the whole window: context_length tokens of work per token.
+    - "halve": when the window is full, keep its newest half and go on from there, so a
+      step sees every token since the last cut (between half a window and a full one).
+      The cache is refilled once per half window: amortised, a few tokens of work per token.
+
+    use_kv_cache only changes the speed: with or without it, each step sees the same tokens.
+    `cache` (e.g. a StaticKVCache) replaces the KVCache the loop would make, and `step`,
+    new tokens (B, 1) -> logits (B, vocab), replaces the one-token forward through it (a
+    compiled one, see llmkit.fast_decode).
     """
+    if past_context not in PAST_CONTEXT:
+        raise ValueError(f"past_context must be one of {PAST_CONTEXT}, got {past_context!r}.")
     limit = model.config.context_length
     # Validate the prompt once, here. Every later input is a token this loop chose from the
     # model's own vocabulary, so the per-step forward skips its checks (and, on a GPU, the
@@ -148,16 +173,23 @@ def sample_tokens(model, idx: torch.Tensor, max_new_tokens: int, *, temperature:
     model.check_input(idx[:, -limit:])
     greedy = temperature == 0 and repetition_penalty == 1.0
     tokens = idx
-    cache = model.new_kv_cache(idx.shape[0]) if use_kv_cache else None
-    new_input = tokens[:, -limit:]
+    if use_kv_cache and cache is None:
+        cache = model.new_kv_cache(idx.shape[0])
+    if cache is not None and step is None:
+        def step(new_input):
+            return model.next_token_logits(new_input, kv_cache=cache, check=False)
+    window_start = max(0, idx.shape[1] - limit)   # the first token the model sees
+    refill = True                                 # (re)fill the cache with the whole window
     for _ in range(max_new_tokens):
         if cache is None:
-            logits = model.next_token_logits(tokens[:, -limit:], check=False)
+            logits = model.next_token_logits(tokens[:, window_start:], check=False,
+                                             n_pad=padding_in_window(n_pad, window_start))
+        elif refill:
+            cache.reset(padding_in_window(n_pad, window_start))
+            logits = model.next_token_logits(tokens[:, window_start:], kv_cache=cache,
+                                             check=False)
         else:
-            if new_input.shape[1] > cache.remaining:
-                cache.reset()
-                new_input = tokens[:, -limit:]
-            logits = model.next_token_logits(new_input, kv_cache=cache, check=False)
+            logits = step(tokens[:, -1:])
         if greedy:
             # The most likely token needs no probabilities: next_token_probs would build a
             # one-hot distribution only for argmax to read the same token back out of it.
@@ -175,8 +207,11 @@ def sample_tokens(model, idx: torch.Tensor, max_new_tokens: int, *, temperature:
                 next_token = drawn.squeeze(-1).to(probs.device)
             else:
                 next_token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        new_input = next_token[:, None]
-        tokens = torch.cat([tokens, new_input], dim=1)
+        tokens = torch.cat([tokens, next_token[:, None]], dim=1)
+        refill = tokens.shape[1] - window_start > limit    # the new token does not fit
+        if refill:
+            keep = limit if past_context == "slide" else max(1, limit // 2)
+            window_start = tokens.shape[1] - keep
         yield next_token
 
 
@@ -197,20 +232,36 @@ def check_prompt(model, idx: torch.Tensor, max_new_tokens: int) -> None:
         raise ValueError(f"generate needs an llmkit GPT, got {type(model).__name__}.")
 
 
+def check_padding(n_pad, idx: torch.Tensor) -> torch.Tensor:
+    """n_pad as a (B,) int64 tensor on idx's device, or a ValueError unless each row of idx
+    keeps at least one real token."""
+    n_pad = torch.as_tensor(n_pad, dtype=torch.long, device=idx.device)
+    if n_pad.shape != (idx.shape[0],) or bool((n_pad < 0).any() | (n_pad >= idx.shape[1]).any()):
+        raise ValueError(
+            f"n_pad must hold one count per row, each in 0..{idx.shape[1] - 1} (a row needs at "
+            f"least one real token), got {n_pad.tolist()} for idx shaped {tuple(idx.shape)}."
+        )
+    return n_pad
+
+
 def generate(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None,
              repetition_penalty: float = 1.0, stop_tokens=None, use_kv_cache: bool = True,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, n_pad: torch.Tensor | None = None,
+             past_context: str = "slide", cache=None, step=None) -> torch.Tensor:
     """Continue each row of idx: (B, T) int64 -> (B, T + n_new) int64, n_new <= max_new_tokens.
 
     temperature 0 is greedy. stop_tokens (ids): generation ends early once every row has
     produced one; rows that stopped sooner are padded with the stop token they produced.
     `generator` (a torch.Generator, e.g. from llmkit.device.seed_everything) makes sampling
-    repeatable. idx is moved to the model's device. Runs in eval mode without gradients and
-    restores the model's mode afterwards.
+    repeatable. n_pad: (B,) int64, the left padding of each row (generate_batch makes it);
+    past_context, cache, step: see sample_tokens. idx is moved to the model's device. Runs
+    in eval mode without gradients and restores the model's mode afterwards.
     """
     check_prompt(model, idx, max_new_tokens)
     idx = idx.to(device=next(model.parameters()).device, dtype=torch.long)
+    if n_pad is not None:
+        n_pad = check_padding(n_pad, idx)
     stop = None if not stop_tokens else torch.tensor(list(stop_tokens), device=idx.device)
     was_training = model.training
     model.eval()
@@ -223,7 +274,8 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: floa
             tokens = sample_tokens(model, idx, max_new_tokens, temperature=temperature,
                                    top_k=top_k, top_p=top_p,
                                    repetition_penalty=repetition_penalty,
-                                   use_kv_cache=use_kv_cache, generator=generator)
+                                   use_kv_cache=use_kv_cache, generator=generator, n_pad=n_pad,
+                                   past_context=past_context, cache=cache, step=step)
             for token in tokens:
                 if stop is not None:
                     previous = new_tokens[-1] if new_tokens else token
@@ -291,6 +343,62 @@ def generate_text(model, tokenizer, prompt: str, max_new_tokens: int, **options)
             new_ids = new_ids[:position]
             break
     return tokenizer.decode(new_ids)
+
+
+def left_pad(prompts, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts of different lengths -> idx (B, T_max) int64, left-padded with pad_id, and
+    n_pad (B,) int64, each row's number of padding tokens.
+
+    Left, not right: every row's last token is then in the last column, so one step of the
+    decoding loop appends each row's next token in the same column.
+    """
+    if isinstance(prompts, torch.Tensor) or not prompts:
+        raise ValueError(
+            "prompts must be a non-empty list of token id lists (or 1-D tensors), one per "
+            f"prompt, got {type(prompts).__name__ if not isinstance(prompts, list) else '[]'}."
+        )
+    rows = [p.tolist() if isinstance(p, torch.Tensor) else list(p) for p in prompts]
+    for number, row in enumerate(rows):
+        if not row:
+            raise ValueError(f"prompt {number} has no tokens; every prompt needs at least one.")
+    width = max(len(row) for row in rows)
+    idx = torch.tensor([[pad_id] * (width - len(row)) + row for row in rows], dtype=torch.long)
+    n_pad = torch.tensor([width - len(row) for row in rows], dtype=torch.long)
+    return idx, n_pad
+
+
+def generate_batch(model, prompts, max_new_tokens: int, *, pad_id: int = 0, stop_tokens=None,
+                   **options) -> list[list[int]]:
+    """Continue several prompts of different lengths at once; the new token ids of each.
+
+    prompts: a list of token id lists (or 1-D tensors). They are left-padded into one
+    batch (see left_pad) and decoded together: padding is masked out of attention and every
+    row's first real token is at position 0, so each row gets the tokens it would get alone
+    (greedy: the same, token for token; a test holds them together). A row ends at its
+    first stop token (kept, as stream yields it) while the others go on. options: generate's.
+    """
+    idx, n_pad = left_pad(prompts, pad_id)
+    out = generate(model, idx, max_new_tokens, n_pad=n_pad, stop_tokens=stop_tokens, **options)
+    stop = set(stop_tokens or ())
+    rows = []
+    for row in out[:, idx.shape[1]:].tolist():
+        end = next((i + 1 for i, token in enumerate(row) if token in stop), len(row))
+        rows.append(row[:end])
+    return rows
+
+
+def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int,
+                   **options) -> list[str]:
+    """generate_text for several prompts at once, batched by generate_batch.
+
+    Returns the text written after each prompt, without its stop token. options: generate's,
+    and pad_id (any id: padding is never attended to).
+    """
+    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+        raise ValueError("prompts must be a list of str; for one prompt use generate_text().")
+    stop = set(options.get("stop_tokens") or ())
+    rows = generate_batch(model, [tokenizer.encode(p) for p in prompts], max_new_tokens, **options)
+    return [tokenizer.decode(row[:-1] if row and row[-1] in stop else row) for row in rows]
 
 
 # --- 3. the chat template --------------------------------------------------------------

@@ -9,7 +9,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from llmkit.generate import (apply_repetition_penalty, apply_temperature, format_chat, generate,
-                             generate_text, next_token_probs, stream, top_k_filter, top_p_filter)
+                             generate_batch, generate_text, generate_texts, left_pad,
+                             next_token_probs, stream, top_k_filter, top_p_filter)
 from llmkit.model import GPT, GPTConfig
 from llmkit.model.gpt2 import from_hf_model
 
@@ -138,6 +139,116 @@ def test_seeded_sampling_gives_the_same_tokens_with_and_without_the_cache(overri
     assert torch.equal(with_cache, without)
     again, other_seed = sample(5), sample(6)
     assert torch.equal(with_cache, again) and not torch.equal(with_cache, other_seed)
+
+
+def sample_halving_by_hand(model, idx, n_new, seed):
+    """The "halve" rule written out, sampling at temperature 1: the model sees every token
+    since the last cut; when the next token would not fit in the window, cut so that the
+    newest half window stays."""
+    generator = torch.Generator().manual_seed(seed)
+    limit = model.config.context_length
+    start = max(0, idx.shape[1] - limit)
+    for _ in range(n_new):
+        probs = model(idx[:, start:])[0][:, -1].softmax(-1)
+        idx = torch.cat([idx, torch.multinomial(probs, 1, generator=generator)], dim=1)
+        if idx.shape[1] - start > limit:
+            start = idx.shape[1] - limit // 2
+    return idx
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(position="rope")])
+@pytest.mark.parametrize("use_kv_cache", [True, False])
+def test_past_the_window_halving_equals_its_definition_and_refills_only_per_half_window(
+        overrides, use_kv_cache):
+    model = tiny_model(sharpen=3.0, **overrides)   # spread out: the context decides the draw
+    idx, n_new = prompt(), 3 * CONFIG["context_length"]
+    expected = sample_halving_by_hand(model, idx, n_new, seed=5)
+    def sample(rule):
+        return generate(model, idx, n_new, temperature=1.0, use_kv_cache=use_kv_cache,
+                        past_context=rule, generator=torch.Generator().manual_seed(5))
+
+    assert torch.equal(sample("halve"), expected)
+    assert not torch.equal(sample("slide"), expected)   # the rule matters past the window
+    # Count the tokens the model reads: halving refills half a window per half window
+    # (about 3 tokens per token here), where sliding reads the whole window every step.
+    fed = []
+    original = model.hidden_states
+    model.hidden_states = lambda ids, *a, **k: fed.append(ids.shape[1]) or original(ids, *a, **k)
+    for rule in ("halve", "slide"):
+        fed.clear()
+        generate(model, idx, n_new, temperature=0, past_context=rule)
+        per_token = sum(fed) / n_new
+        if rule == "halve":
+            assert per_token < 3, per_token
+        else:
+            assert per_token > CONFIG["context_length"] / 2, per_token
+    with pytest.raises(ValueError, match="past_context"):
+        generate(model, idx, 3, past_context="wrap")
+
+
+# --- batched generation --------------------------------------------------------------------
+
+
+PROMPT_LENGTHS = (1, 5, 9, 3, 14)   # 14 + 20 new tokens outgrows the 16-token window
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(position="rope", n_kv_head=1),
+                                       dict(attention="manual"), dict(position="sinusoidal")])
+@pytest.mark.parametrize("use_kv_cache", [True, False])
+@pytest.mark.parametrize("past_context", ["slide", "halve"])
+def test_batched_greedy_generation_equals_one_prompt_at_a_time(overrides, use_kv_cache,
+                                                              past_context):
+    model = tiny_model(**overrides)
+    generator = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(0, CONFIG["vocab_size"], (n,), generator=generator).tolist()
+               for n in PROMPT_LENGTHS]
+    options = dict(temperature=0, use_kv_cache=use_kv_cache, past_context=past_context)
+    batched = generate_batch(model, prompts, 20, pad_id=7, **options)
+    for row, ids in zip(batched, prompts):
+        alone = generate(model, torch.tensor([ids]), 20, **options)[0, len(ids):].tolist()
+        assert row == alone
+
+
+def test_left_padded_rows_give_the_unpadded_logits():
+    model = tiny_model(position="rope")
+    short, long = prompt(1, 4)[0], prompt(1, 9, seed=2)[0]
+    idx, n_pad = left_pad([short, long], pad_id=0)
+    assert idx.shape == (2, 9) and n_pad.tolist() == [5, 0] and idx[0, :5].eq(0).all()
+    logits, _ = model(idx, n_pad=n_pad)
+    torch.testing.assert_close(logits[0, 5:], model(short[None])[0][0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits[1], model(long[None])[0][0], rtol=1e-4, atol=1e-5)
+    assert torch.isfinite(logits).all()   # padding queries see themselves, so no NaN
+
+
+def test_each_row_stops_at_its_own_stop_token_while_the_others_go_on():
+    model = tiny_model()
+    prompts = [prompt(1, n, seed=n)[0].tolist() for n in (2, 6, 4)]
+    free = [generate(model, torch.tensor([p]), 12, temperature=0)[0, len(p):].tolist()
+            for p in prompts]
+    stop_id = free[0][3]
+    rows = generate_batch(model, prompts, 12, temperature=0, stop_tokens=[stop_id])
+    for row, alone in zip(rows, free):
+        end = alone.index(stop_id) + 1 if stop_id in alone else len(alone)
+        assert row == alone[:end]
+    assert len(rows[0]) == free[0].index(stop_id) + 1 < 12
+
+
+def test_generate_texts_decodes_each_row_without_its_stop_token():
+    class Letters:
+        def encode(self, text):
+            return [ord(c) - ord("a") for c in text]
+
+        def decode(self, ids):
+            return "".join(chr(i + ord("a")) if i < 26 else "#" for i in ids)
+
+    model = tiny_model()
+    texts = generate_texts(model, Letters(), ["hel", "a", "world"], 8, temperature=0)
+    assert texts == [generate_text(model, Letters(), p, 8, temperature=0)
+                     for p in ["hel", "a", "world"]]
+    with pytest.raises(ValueError, match="at least one"):
+        generate_texts(model, Letters(), ["ab", ""], 3)
+    with pytest.raises(ValueError, match="n_pad"):
+        generate(model, prompt(batch=2), 3, n_pad=torch.tensor([5, 0]))
 
 
 def test_greedy_generation_matches_transformers_generate():

@@ -199,6 +199,44 @@ def test_cached_decoding_gives_the_uncached_logits_step_by_step(variant):
     torch.testing.assert_close(again, full[:, :3], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_static_cache_gives_the_uncached_logits_step_by_step(variant):
+    model = tiny_model(**VARIANTS[variant])
+    idx = random_ids(2, TINY["context_length"])
+    full = model(idx)[0]
+    cache = model.new_kv_cache(batch_size=2, static=True)
+    pieces = [model(idx[:, :5], kv_cache=cache)[0]]
+    for t in range(5, idx.shape[1]):
+        pieces.append(model(idx[:, t:t + 1], kv_cache=cache)[0])
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-4, atol=1e-5)
+    # Every step attended to all max_len slots: the keys tensor never changed shape.
+    assert cache.keys[0].shape[2] == TINY["context_length"] and cache.length == cache.max_len
+    with pytest.raises(ValueError, match=r"cannot take 1 more"):
+        model(idx[:, :1], kv_cache=cache)
+    cache.reset()
+    torch.testing.assert_close(model(idx[:, :3], kv_cache=cache)[0], full[:, :3],
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["gpt2", "llama", "manual"])
+def test_left_padding_is_masked_and_positions_start_at_each_rows_first_token(variant):
+    model = tiny_model(**VARIANTS[variant])
+    rows = [random_ids(1, 7)[0], random_ids(1, 3, seed=4)[0]]
+    idx = torch.zeros(2, 7, dtype=torch.long)
+    idx[0], idx[1, 4:] = rows[0], rows[1]
+    n_pad = torch.tensor([0, 4])
+    logits = model(idx, n_pad=n_pad)[0]
+    torch.testing.assert_close(logits[1, 4:], model(rows[1][None])[0][0], rtol=1e-4, atol=1e-5)
+    # The same through a cache, prompt first, then one token at a time.
+    cache = model.new_kv_cache(2)
+    cache.reset(n_pad)
+    model(idx, kv_cache=cache)
+    extra = random_ids(2, 1, seed=9)
+    step = model(extra, kv_cache=cache)[0]
+    alone = model(torch.cat([rows[1], extra[1]])[None])[0][0, -1]
+    torch.testing.assert_close(step[1, 0], alone, rtol=1e-4, atol=1e-5)
+
+
 def test_grouped_query_cache_stores_only_the_kv_heads():
     model = tiny_model(n_kv_head=1)
     cache = model.new_kv_cache(batch_size=3)

@@ -14,6 +14,9 @@ Two paths compute exactly this (a test holds them together):
 The queries, keys and values come out of one fused Linear (GPT-2's `c_attn`), which is one
 matmul instead of three. With a KV cache the new tokens' keys and values are appended to
 those of the tokens before them, so decoding one token costs one row of attention.
+Without padding and with the growing `KVCache` the mask is the plain causal one; a batch of
+left-padded prompts, or the fixed-size `StaticKVCache`, hands in an explicit (batch, 1, T, S)
+mask and per-row positions instead (built by `GPT.attention_layout`).
 Grouped-query attention (n_kv_head < n_head) shares each key/value head among a group of
 query heads, which shrinks the cache.
 """
@@ -27,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmkit.model.config import GPTConfig
-from llmkit.model.embeddings import RotaryEmbedding
+from llmkit.model.embeddings import RotaryEmbedding, rotate_half
 
 
 def make_dropout(p: float) -> nn.Module:
@@ -56,6 +59,7 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     """Scaled dot-product attention, written out.
 
     q: (batch, heads, T, head_dim), k and v: (batch, heads, S, head_dim), mask: (T, S) bool
+    (or (batch, 1, T, S), one mask per row)
     -> output (batch, heads, T, head_dim) and weights (batch, heads, T, S) (before dropout;
     each row sums to 1). Matches torch's scaled_dot_product_attention with the same mask.
     """
@@ -86,18 +90,24 @@ class CausalSelfAttention(nn.Module):
         self.rotary = (RotaryEmbedding(self.head_dim, config.context_length, config.rope_base)
                        if config.position == "rope" else None)
 
-    def project(self, x: torch.Tensor, start: int = 0):
+    def project(self, x: torch.Tensor, start: int | torch.Tensor = 0):
         """x: (B, T, d_model) -> q: (B, n_head, T, head_dim), k, v: (B, n_kv_head, T, head_dim).
 
-        `start` is the position of x's first token (the KV cache length), used by RoPE.
+        `start` is the position of x's first token (the KV cache length), or a (B, T) int64
+        tensor with the position of every token (left-padded rows); used by RoPE.
         """
         B, T, _ = x.shape
         # The fused output is n_head query heads, then n_kv_head key heads, then as many value
         # heads: view it as heads, put heads before positions, and cut it in three (views only).
         heads = self.qkv(x).view(B, T, -1, self.head_dim).transpose(1, 2)
         q, k, v = heads.split([self.n_head, self.n_kv_head, self.n_kv_head], dim=1)
-        if self.rotary is not None:
+        if self.rotary is not None and isinstance(start, int):
             q, k = self.rotary(q, start), self.rotary(k, start)
+        elif self.rotary is not None:
+            # One angle per row and token: the rotation tables looked up at each position.
+            cos = self.rotary.cos[start][:, None].to(q.dtype)            # (B, 1, T, head_dim)
+            sin = self.rotary.sin[start][:, None].to(q.dtype)
+            q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
         return q, k, v
 
     def expand_kv(self, t: torch.Tensor) -> torch.Tensor:
@@ -106,15 +116,29 @@ class CausalSelfAttention(nn.Module):
             return t
         return t.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
 
-    def forward(self, x: torch.Tensor, kv_cache=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv_cache=None, positions: int | torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, d_model) -> (B, T, d_model).
+
+        positions: the position of x's first token (an int; None: the cache's length, or 0),
+        or (B, T) int64, one per token. mask: None (causal) or (B, 1, T, S) bool, True where a
+        query may look, S the key slots the cache returns. GPT.attention_layout makes both.
+        """
         B, T, _ = x.shape
-        start = 0 if kv_cache is None else kv_cache.length
-        q, k, v = self.project(x, start)
+        if positions is None:
+            positions = 0 if kv_cache is None else kv_cache.length
+        start = positions       # read only without a mask, where it is an int
+        q, k, v = self.project(x, positions)
         if kv_cache is not None:
-            k, v = kv_cache.update(self.layer_index, k, v)    # now (B, n_kv_head, start + T, hd)
+            k, v = kv_cache.update(self.layer_index, k, v)    # now (B, n_kv_head, S, hd)
         k, v = self.expand_kv(k), self.expand_kv(v)
         dropout = self.dropout if self.training else 0.0
-        if not self.use_sdpa or self.sdpa_is_slow(x):
+        if mask is not None:
+            if self.use_sdpa and not self.sdpa_is_slow(x):
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+            else:
+                y, _ = masked_attention(q, k, v, mask, dropout, self.training)
+        elif not self.use_sdpa or self.sdpa_is_slow(x):
             mask = causal_mask(T, start + T, x.device)
             y, _ = masked_attention(q, k, v, mask, dropout, self.training)
         elif start == 0:

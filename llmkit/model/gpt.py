@@ -23,7 +23,7 @@ from torch import nn
 from llmkit.model.attention import make_dropout
 from llmkit.model.config import GPTConfig
 from llmkit.model.embeddings import make_position_embedding
-from llmkit.model.kv_cache import KVCache
+from llmkit.model.kv_cache import KVCache, StaticKVCache
 from llmkit.model.layers import Block, make_norm
 
 IGNORE_INDEX = -100  # targets equal to this (e.g. masked prompt tokens) add nothing to the loss
@@ -99,40 +99,80 @@ class GPT(nn.Module):
                     "was the text encoded with a different tokenizer?"
                 )
 
-    def embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def embed(self, idx: torch.Tensor, start: int | torch.Tensor = 0) -> torch.Tensor:
         """idx: (B, T) int64 -> token plus position embeddings (B, T, d_model).
 
-        `start` is the position of idx's first token (non-zero after a KV cache's tokens).
+        `start` is the position of idx's first token (non-zero after a KV cache's tokens),
+        or a (B, T) int64 tensor of every token's position (left-padded rows).
         """
         x = self.token_embedding(idx)
         if self.position_embedding is not None:
-            positions = torch.arange(start, start + idx.shape[1], device=idx.device)
+            if isinstance(start, int):
+                positions = torch.arange(start, start + idx.shape[1], device=idx.device)
+            else:
+                positions = start
             x = x + self.position_embedding(positions)
         return x
 
+    @staticmethod
+    def attention_layout(T: int, start: int | torch.Tensor, n_keys: int,
+                         n_pad: torch.Tensor | None, device=None):
+        """Where T new tokens sit and what each may attend to.
+
+        start: the cache slot of the first new token (an int, or a (1,) tensor for a
+        StaticKVCache); n_keys: the key slots attention reads; n_pad: None or (B,) int64, the
+        left padding of each row. Returns (start, None) when an int start and no padding
+        need nothing more (plain causal attention), else positions (B, T) int64 and a mask
+        (B, 1, T, n_keys) bool. A row's slot s holds position s - n_pad; a query sees the
+        slots up to its own, minus the padding. A padding query sees only itself: a row
+        of nothing but -inf would make its softmax NaN, and 0 * NaN leaks into real rows.
+        """
+        if n_pad is None and isinstance(start, int):
+            return start, None
+        if n_pad is None:
+            n_pad = torch.zeros(1, dtype=torch.long, device=device)
+        slots = start + torch.arange(T, device=device)                     # (T,)
+        keys = torch.arange(n_keys, device=device)                          # (S,)
+        positions = (slots[None, :] - n_pad[:, None]).clamp(min=0)          # (B, T)
+        causal = keys[None, None, :] <= slots[None, :, None]                # (1, T, S)
+        itself = keys[None, None, :] == slots[None, :, None]
+        real = keys[None, None, :] >= n_pad[:, None, None]                  # (B, 1, S)
+        return positions, (causal & (real | itself))[:, None]               # (B, 1, T, S)
+
     def hidden_states(self, idx: torch.Tensor, kv_cache: KVCache | None = None, *,
-                      check: bool = True) -> torch.Tensor:
+                      check: bool = True, n_pad: torch.Tensor | None = None) -> torch.Tensor:
         """idx: (B, T) int64 -> final-normed hidden states (B, T, d_model).
 
         With a kv_cache, idx holds only the new tokens, at positions cache.length onwards.
-        check=False skips check_input, for a caller that has already checked (a decoding
-        loop feeding back the model's own tokens).
+        n_pad: (B,) int64, the number of padding tokens at the start of each row (left
+        padding; their outputs are meaningless, and no other token sees them); with a cache,
+        the cache's n_pad. check=False skips check_input, for a caller that has already
+        checked (a decoding loop feeding back the model's own tokens).
         """
         if check:
             self.check_input(idx, kv_cache)
-        x = self.dropout(self.embed(idx, start=0 if kv_cache is None else kv_cache.length))
+        T = idx.shape[1]
+        if kv_cache is None:
+            start, n_keys = 0, T
+        else:
+            start, n_keys = kv_cache.start_and_keys(T)
+            n_pad = kv_cache.n_pad if n_pad is None else n_pad
+        positions, mask = self.attention_layout(T, start, n_keys, n_pad, idx.device)
+        x = self.dropout(self.embed(idx, positions))
         for block in self.blocks:
-            x = block(x, kv_cache)
+            x = block(x, kv_cache, positions, mask)
         if kv_cache is not None:
-            kv_cache.advance(idx.shape[1])
+            kv_cache.advance(T)
         return self.norm_final(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                kv_cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                kv_cache: KVCache | None = None,
+                n_pad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx: (B, T) int64, targets: (B, T) int64 or None -> logits (B, T, vocab), loss.
 
         loss is the mean cross-entropy over targets that are not -100 (IGNORE_INDEX), or
-        None without targets. Logits are returned for every position.
+        None without targets. Logits are returned for every position. n_pad: left padding,
+        as in hidden_states.
         """
         if targets is not None and (not isinstance(targets, torch.Tensor)
                                     or targets.shape != idx.shape):
@@ -142,7 +182,7 @@ class GPT(nn.Module):
                 f"targets must have the shape of idx {tuple(idx.shape)}, got {got}; "
                 "targets are the inputs shifted by one token (see llmkit.data.batches.get_batch)."
             )
-        logits = self.lm_head(self.hidden_states(idx, kv_cache))
+        logits = self.lm_head(self.hidden_states(idx, kv_cache, n_pad=n_pad))
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1),
@@ -150,16 +190,20 @@ class GPT(nn.Module):
         return logits, loss
 
     def next_token_logits(self, idx: torch.Tensor, kv_cache: KVCache | None = None, *,
-                          check: bool = True) -> torch.Tensor:
+                          check: bool = True, n_pad: torch.Tensor | None = None) -> torch.Tensor:
         """idx: (B, T) int64 -> logits for the token after the last one, (B, vocab).
 
         Runs the head on the last position only, which is what generation needs.
-        check=False skips the input checks (see hidden_states).
+        check=False skips the input checks; n_pad: left padding (see hidden_states).
         """
-        return self.lm_head(self.hidden_states(idx, kv_cache, check=check)[:, -1])
+        return self.lm_head(self.hidden_states(idx, kv_cache, check=check, n_pad=n_pad)[:, -1])
 
-    def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
-        """An empty KVCache for this model; max_len is at most (and by default) context_length."""
+    def new_kv_cache(self, batch_size: int, max_len: int | None = None, *,
+                     static: bool = False) -> KVCache:
+        """An empty KVCache for this model; max_len is at most (and by default) context_length.
+
+        static=True gives a StaticKVCache, allocated now on the model's device and dtype.
+        """
         config = self.config
         max_len = config.context_length if max_len is None else max_len
         if not 1 <= max_len <= config.context_length:
@@ -167,7 +211,11 @@ class GPT(nn.Module):
                 f"max_len must be between 1 and context_length={config.context_length}, "
                 f"got {max_len}."
             )
-        return KVCache(config.n_layer, batch_size, config.kv_heads, config.head_dim, max_len)
+        shapes = (config.n_layer, batch_size, config.kv_heads, config.head_dim, max_len)
+        if static:
+            weight = self.token_embedding.weight
+            return StaticKVCache(*shapes, device=weight.device, dtype=weight.dtype)
+        return KVCache(*shapes)
 
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:

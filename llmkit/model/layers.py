@@ -118,7 +118,10 @@ def make_mlp(config: GPTConfig) -> nn.Module:
 
 
 class Block(nn.Module):
-    """One pre-LN transformer block. forward(x: (B, T, d_model), kv_cache=None) -> same shape."""
+    """One pre-LN transformer block. forward(x: (B, T, d_model), kv_cache=None) -> same shape.
+
+    positions and mask, when given, go to the attention layer (see CausalSelfAttention).
+    """
 
     def __init__(self, config: GPTConfig, layer_index: int = 0):
         super().__init__()
@@ -127,8 +130,8 @@ class Block(nn.Module):
         self.norm2 = make_norm(config)
         self.mlp = make_mlp(config)
 
-    def forward(self, x: torch.Tensor, kv_cache=None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), kv_cache)
+    def forward(self, x: torch.Tensor, kv_cache=None, positions=None, mask=None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), kv_cache, positions, mask)
         return x + self.mlp(self.norm2(x))
 
     def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
