@@ -49,6 +49,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # The thread count PyTorch started with: a different one later means someone chose it.
 _STARTING_THREADS = torch.get_num_threads()
 _threads_chosen = False
+_thread_reason = "PyTorch's default: pick_device has not chosen yet"
 
 
 def _mps_available() -> bool:
@@ -328,7 +329,7 @@ def thread_choice(cores: int | None = None, load: float | None = None,
     default = _STARTING_THREADS if default is None else default
     free = cores - load
     threads = max(1, min(default, round(free)))
-    what = f"{cores} usable cores, other programs keep about {load:.1f} busy"
+    what = f"other programs keep about {load:.1f} of {cores} usable cores busy"
     if threads == default:
         return ThreadChoice(threads, f"PyTorch's default ({what})")
     return ThreadChoice(threads, f"{what}: fewer threads than PyTorch's default of {default} "
@@ -348,17 +349,27 @@ def use_chosen_threads(force: bool = False) -> ThreadChoice | None:
     called since llmkit was imported, or `$OMP_NUM_THREADS` / `$MKL_NUM_THREADS` set
     (unless `$LLMKIT_THREADS` is set too). force=True chooses again.
     """
-    global _threads_chosen
+    global _threads_chosen, _thread_reason
     if _threads_chosen and not force:
         return None
     _threads_chosen = True
     by_hand = (torch.get_num_threads() != _STARTING_THREADS
                or any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")))
     if by_hand and not os.environ.get(THREADS_ENV, "").strip():
+        _thread_reason = "set by hand (torch.set_num_threads or $OMP_NUM_THREADS), kept"
         return None
     choice = thread_choice()
     torch.set_num_threads(choice.threads)
+    _thread_reason = choice.reason
     return choice
+
+
+def threads_in_use() -> str:
+    """One line for a report: the threads PyTorch uses now and why, e.g.
+    "1 thread of 2 usable cores: other programs keep about 2.1 of 2 usable cores busy: ..."."""
+    threads = torch.get_num_threads()
+    return (f"{threads} thread{'s' if threads != 1 else ''} of {usable_cores()} usable cores: "
+            f"{_thread_reason}")
 
 
 def seed_everything(seed: int) -> torch.Generator:
