@@ -38,6 +38,7 @@ import os
 import platform
 import random
 import time
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -281,10 +282,10 @@ def usable_cores() -> int:
 def other_load() -> float:
     """About how many cores other programs keep busy now.
 
-    The larger of the 1-minute load average and the number of runnable tasks right now
-    (Linux's /proc/loadavg, less this process), so a load that has just started counts
-    too. Both are machine-wide: inside a container they may count the host's programs.
-    0.0 where the system does not say.
+    The larger of the 1-minute load average and the number of tasks running right now
+    (Linux's /proc/loadavg, less this process's own threads), so a load that has just
+    started counts too. Both are machine-wide: inside a container they may count the
+    host's programs. 0.0 where the system does not say.
     """
     try:
         average = os.getloadavg()[0]
@@ -295,12 +296,24 @@ def other_load() -> float:
         samples = []
         for _ in range(5):
             with open("/proc/loadavg") as handle:
-                samples.append(int(handle.read().split()[3].split("/")[0]) - 1)
+                total = int(handle.read().split()[3].split("/")[0])
+            samples.append(total - _own_running_threads())
             time.sleep(0.005)
-        running = float(sorted(samples)[len(samples) // 2])
+        running = float(max(0, sorted(samples)[len(samples) // 2]))
     except (OSError, ValueError, IndexError):
         pass
     return max(average, running)
+
+
+def _own_running_threads() -> int:
+    """This process's threads that are running now (PyTorch's may still spin after work)."""
+    running = 0
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        try:
+            running += stat.read_text().rsplit(")", 1)[1].split()[0] == "R"
+        except (OSError, IndexError):
+            continue
+    return max(running, 1)   # at least the thread reading this
 
 
 def thread_choice(cores: int | None = None, load: float | None = None,
