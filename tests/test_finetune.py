@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from llmkit.data.batches import ExampleSet
 from llmkit.chat_template import (
     ASSISTANT, END_OF_TURN, PAD, USER, add_chat_tokens, encode_chat, format_chat,
 )
@@ -257,3 +258,69 @@ def test_classification_examples_from_tinytales():
     assert report.kept_whole == 6 and tokenizer.decode(examples[0]["input_ids"]) == pairs[0][0]
     with pytest.raises(ValueError, match=r"label 'meh', which is not one of the classes \['happy', 'sad'\]"):
         classification_examples(tokenizer, [("a story", "meh")], LABELS, 64)
+
+
+# ----- with the Trainer and checkpoints ----------------------------------------------------
+
+
+def test_classifier_checkpoint_round_trip(tmp_path):
+    from llmkit.checkpoint import load_checkpoint, save_checkpoint
+
+    classifier = GPTClassifier(tiny_gpt(12), 3, pad_id=11, pooling="mean", trainable=1).eval()
+    with torch.no_grad():
+        classifier.head.bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    x = padded_batch([[1, 2, 3], [4, 5]], 11)
+    save_checkpoint(tmp_path / "classifier", classifier)
+    loaded = load_checkpoint(tmp_path / "classifier").model
+    assert type(loaded) is GPTClassifier and loaded.pooling == "mean" and loaded.trainable == 1
+    torch.testing.assert_close(loaded(x)[0], classifier(x)[0], rtol=0, atol=0)
+
+
+def test_trainer_trains_the_classifier_head_only(tmp_path):
+    from llmkit.train import TrainConfig, Trainer
+
+    tokenizer = chat_tokenizer()
+    stories = generate_stories(40, seed=6)
+    tokenizer.add_chars("".join(s.text for s in stories))
+    model = resize_token_embedding(tiny_gpt(tokenizer.vocab_size - 5), tokenizer.vocab_size)
+    body_before = {k: v.clone() for k, v in model.state_dict().items()}
+    classifier = GPTClassifier(model, 2, tokenizer.special_tokens[PAD], trainable="head")
+    examples, _ = classification_examples(tokenizer, story_labels(stories), LABELS, 32)
+    config = TrainConfig(max_steps=5, batch_size=4, eval_interval=5, eval_iters=2, progress=False,
+                         out_dir=str(tmp_path / "run"), warmup_steps=1)
+    trainer = Trainer(classifier, ExampleSet(examples[:30], tokenizer.special_tokens[PAD]),
+                      ExampleSet(examples[30:], tokenizer.special_tokens[PAD]), config)
+    trainer.fit()
+    assert trainer.step == 5 and "val_loss" in trainer.history[-1]
+    for name, value in model.state_dict().items():       # the frozen body never moved
+        torch.testing.assert_close(value, body_before[name], rtol=0, atol=0)
+    resumed = Trainer(GPTClassifier(tiny_gpt(tokenizer.vocab_size), 2, tokenizer.special_tokens[PAD]),
+                      ExampleSet(examples[:30], tokenizer.special_tokens[PAD]),
+                      ExampleSet(examples[30:], tokenizer.special_tokens[PAD]), config)
+    resumed.resume(tmp_path / "run")
+    assert resumed.step == 5
+
+
+def test_trainer_fine_tunes_lora_on_instruction_examples():
+    from llmkit.lora import LoRAConfig, LoRAModel
+    from llmkit.train import TrainConfig, Trainer
+
+    tokenizer = chat_tokenizer()
+    short = [[{"role": "user", "content": f"Say {w}."}, {"role": "assistant", "content": w}]
+             for w in ("yes", "no", "hi", "ok") * 4]
+    examples, report = instruction_examples(tokenizer, short, context_length=32)
+    assert report.kept_whole == 16
+    gpt = tiny_gpt(tokenizer.vocab_size)
+    base_before = {k: v.clone() for k, v in gpt.state_dict().items()}
+    model = LoRAModel(gpt, LoRAConfig(rank=2, targets=("attn.qkv", "mlp.fc")))
+    pad = tokenizer.special_tokens[PAD]
+    config = TrainConfig(max_steps=30, batch_size=8, lr=1e-2, warmup_steps=1, eval_interval=30,
+                         eval_iters=2, progress=False)
+    trainer = Trainer(model, ExampleSet(examples, pad), ExampleSet(examples, pad), config)
+    first = trainer.estimate_loss()["val_loss"]
+    trainer.fit()
+    assert trainer.history[-1]["val_loss"] < first
+    for name, value in model.state_dict().items():
+        if "lora_" not in name:
+            original = name.removeprefix("gpt.").replace(".base.", ".")
+            torch.testing.assert_close(value, base_before[original], rtol=0, atol=0)
