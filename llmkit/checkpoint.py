@@ -378,7 +378,25 @@ def _build_model(path: Path, config: dict) -> torch.nn.Module:
     except (ValueError, KeyError, TypeError) as error:
         raise _damaged(file, error, "its model settings are not what llmkit wrote") from error
     _check_shapes(path, skeleton)
+    _check_memory(file, skeleton)
     return config["class"].from_checkpoint_config(config["model"])
+
+
+def _check_memory(file: Path, skeleton: torch.nn.Module) -> None:
+    """Refuse a model that needs more memory than the machine has (e.g. tables computed for
+    a context_length of 10**8, which no weight in the file contradicts)."""
+    tensors = list(skeleton.parameters()) + list(skeleton.buffers())
+    needed = sum(t.numel() * t.element_size() for t in tensors)
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):   # not a POSIX system: no limit known
+        return
+    if needed > available:
+        raise ValueError(
+            f"the model {file} describes needs {needed / 2**30:.1f} GiB, more than this machine's "
+            f"{available / 2**30:.1f} GiB, so it was not built; the config was probably edited "
+            "(e.g. its context_length). Restore the original config.json."
+        )
 
 
 def _check_shapes(path: Path, model: torch.nn.Module) -> None:

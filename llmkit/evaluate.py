@@ -48,6 +48,22 @@ def counted_targets(y: torch.Tensor) -> int:
     return int((y != IGNORE_INDEX).sum())
 
 
+def check_targets(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Raise a ValueError unless every token target of y is a token id of the model's
+    vocabulary or IGNORE_INDEX (cross_entropy would raise a bare IndexError, or on a GPU
+    stop at a device assert). Class labels (y of shape (B,)) are the classifier's to check."""
+    vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab_size is None or y.shape != x.shape:
+        return
+    scored = y[y != IGNORE_INDEX]
+    if len(scored) and (int(scored.min()) < 0 or int(scored.max()) >= vocab_size):
+        raise ValueError(
+            f"targets must be token ids in 0..{vocab_size - 1} or {IGNORE_INDEX} (skipped), got "
+            f"ids from {int(scored.min())} to {int(scored.max())}; was the text encoded with "
+            "another tokenizer?"
+        )
+
+
 def fixed_set_loss(model: nn.Module, batches, device=None, precision: str = "fp32") -> float:
     """The mean loss per counted target over a fixed list of batches.
 
@@ -62,6 +78,7 @@ def fixed_set_loss(model: nn.Module, batches, device=None, precision: str = "fp3
     total, count = 0.0, 0
     with eval_mode(model):
         for x, y in batches:
+            check_targets(model, x, y)
             n = counted_targets(y)
             if n == 0:
                 continue

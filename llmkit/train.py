@@ -493,11 +493,12 @@ class Trainer:
     def _diverged(self, record: dict) -> TrainingDiverged:
         saved = (f"the checkpoint in {self.config.out_dir} (step {self.saved_step}) is kept as it was"
                  if self.saved_step is not None else "nothing was saved")
+        clipping = "" if self.config.grad_clip else ", or gradient clipping (grad_clip=1.0)"
         message = (
             f"training diverged: the loss became {record['loss']} at step {record['step']} "
             f"(learning rate {record['lr']:.3g}), so training stopped and {saved}. Try a lower "
-            f"learning rate (e.g. lr={self.config.lr / 3:.2g}), a longer warmup (warmup_steps), "
-            "or gradient clipping (grad_clip=1.0)."
+            f"learning rate (e.g. lr={self.config.lr / 3:.2g}) or a longer warmup "
+            f"(warmup_steps){clipping}."
         )
         return TrainingDiverged(message, record["step"], record["loss"], record["lr"])
 

@@ -20,12 +20,17 @@ attention layer for RoPE and grouped-query attention), so trying one is a one-wo
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 POSITIONS = ("learned", "sinusoidal", "rope")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu", "moe")
 ATTENTIONS = ("sdpa", "manual")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _divisors(n: int) -> list[int]:
@@ -81,12 +86,28 @@ class GPTConfig:
                 f"every head gets the same width. Valid head counts for d_model={self.d_model}: "
                 f"{_divisors(self.d_model)}; or change d_model to a multiple of {self.n_head}."
             )
+        for name in ("dropout", "layer_norm_eps", "rope_base"):
+            value = getattr(self, name)
+            if not _is_number(value) or not math.isfinite(value):
+                raise ValueError(f"GPTConfig.{name} must be a finite number, got {value!r}.")
+        for name in ("bias", "tie_weights"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"GPTConfig.{name} must be True or False, got "
+                                 f"{getattr(self, name)!r}.")
+        for name in ("mlp_hidden", "n_kv_head", "n_experts", "experts_per_token"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 1):
+                raise ValueError(f"GPTConfig.{name} must be a positive integer"
+                                 f"{' or None' if name in ('mlp_hidden', 'n_kv_head') else ''}, "
+                                 f"got {value!r}.")
+        if self.n_experts is None or self.experts_per_token is None:
+            raise ValueError("GPTConfig.n_experts and experts_per_token must be positive integers.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}.")
-        if self.mlp_hidden is not None and self.mlp_hidden < 1:
-            raise ValueError(
-                f"GPTConfig.mlp_hidden must be positive or None, got {self.mlp_hidden}."
-            )
+        if self.layer_norm_eps <= 0 or self.rope_base <= 0:
+            raise ValueError(f"GPTConfig.layer_norm_eps and rope_base must be positive, got "
+                             f"{self.layer_norm_eps} and {self.rope_base}.")
         for name, choices in (("position", POSITIONS), ("norm", NORMS), ("mlp", MLPS),
                               ("attention", ATTENTIONS)):
             if getattr(self, name) not in choices:
@@ -137,6 +158,8 @@ class GPTConfig:
     @classmethod
     def from_dict(cls, values: dict) -> GPTConfig:
         """Rebuild a config from `to_dict()`'s output; unknown keys raise a ValueError."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a GPTConfig is stored as a dict, got {type(values).__name__}.")
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
