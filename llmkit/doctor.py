@@ -201,6 +201,7 @@ class SelfTest:
         ids = torch.tensor(self.tokenizer.encode(text))
         split = int(0.9 * len(ids))
         self.train_ids, self.val_ids = ids[:split], ids[split:]
+        self.peaks: dict[torch.dtype, float] = {}
 
     def model(self):
         from llmkit.model import GPT, GPTConfig
@@ -218,6 +219,14 @@ class SelfTest:
                              eval_interval=0, progress=False, compile=compile, seed=1)
         return Trainer(model or self.model(), self.train_ids, self.val_ids, config,
                        device=self.device, tokenizer=self.tokenizer)
+
+    def peak_flops(self, dtype: torch.dtype) -> float:
+        """The matmul peak in `dtype`, measured once (both training checks compare with it)."""
+        from llmkit.bench import matmul_peak_flops
+
+        if dtype not in self.peaks:
+            self.peaks[dtype] = matmul_peak_flops(self.device, size=self.recipe.peak_size, dtype=dtype)
+        return self.peaks[dtype]
 
     @staticmethod
     def losses(trainer) -> list[float]:
@@ -243,9 +252,7 @@ class SelfTest:
         dtype = autocast_dtype(self.device) or torch.float32
         dtype_name = str(dtype).removeprefix("torch.")
         tokens_per_s = (self.steps - 5) * self.recipe.batch_size * self.recipe.context_length / seconds
-        from llmkit.bench import matmul_peak_flops
-
-        peak = matmul_peak_flops(self.device, size=self.recipe.peak_size, dtype=dtype)
+        peak = self.peak_flops(dtype)
         mfu = tokens_per_s * trainer.model.flops_per_token(self.recipe.context_length) / peak
         figures = (f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, {dtype_name} matmuls, "
                    f"{tokens_per_s:,.0f} tokens/s, MFU {mfu:.1%} of the measured {dtype_name} "
