@@ -324,3 +324,37 @@ def test_trainer_fine_tunes_lora_on_instruction_examples():
         if "lora_" not in name:
             original = name.removeprefix("gpt.").replace(".base.", ".")
             torch.testing.assert_close(value, base_before[original], rtol=0, atol=0)
+
+
+# ----- TinyTales' short and multi-turn forms -------------------------------------------------
+
+
+def test_sentence_questions_fit_a_small_context_and_hold_their_answer():
+    from llmkit.data.tinytales_tasks import sentence_questions
+
+    stories = generate_stories(30, seed=8)
+    pairs = [p for s in stories for p in sentence_questions(s.sentences, s.facts)]
+    assert len(pairs) >= 30 * 6
+    for prompt, answer in pairs:
+        sentence, question = prompt.split("\n\nQuestion: ")
+        assert answer.lower().rstrip(".") in sentence.lower()
+        assert any(sentence in s.sentences for s in stories)
+    tokenizer = chat_tokenizer()
+    tokenizer.add_chars("".join(p + a for p, a in pairs))
+    conversations = [[{"role": "user", "content": p}, {"role": "assistant", "content": a}]
+                     for p, a in pairs]
+    _, report = instruction_examples(tokenizer, conversations, context_length=128)
+    assert report.kept_whole == len(pairs)
+
+
+def test_story_chat_masks_every_turn_but_the_answers():
+    from llmkit.data.tinytales_tasks import story_chat
+
+    story = generate_stories(1, seed=9)[0]
+    conversation = story_chat(story.text, story.facts, n_turns=3)
+    assert [m["role"] for m in conversation] == ["system"] + ["user", "assistant"] * 3
+    tokenizer = chat_tokenizer()
+    tokenizer.add_chars(story.text)
+    example = instruction_example(tokenizer, conversation)
+    learned = tokenizer.decode([t for t in example["labels"] if t != IGNORE_INDEX])
+    assert learned == "".join(a + END_OF_TURN for _, a in story.qa[:3])

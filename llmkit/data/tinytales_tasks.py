@@ -88,3 +88,34 @@ def instructions(text: str, facts: Facts, translation: str) -> list[tuple[str, s
     ]
     pairs += [(f"{text}\n\nQuestion: {q}", a) for q, a in questions(facts)]
     return pairs
+
+
+# ---- short forms, for models with a small context ------------------------------------------
+# A whole story is 300-400 characters, more than a character-level model of 128 reads. These
+# pairs hold one sentence of the story instead: the one that answers the question.
+
+
+def sentence_questions(sentences: list[str], facts: Facts) -> list[tuple[str, str]]:
+    """(sentence + question, answer) pairs, each with the one sentence that holds the answer.
+
+    Questions whose answer no single sentence spells out (the taker, "did it end happily?")
+    are left out.
+    """
+    pairs = []
+    for question, answer in questions(facts):
+        needle = answer.lower().rstrip(".")
+        holding = [s for s in sentences if needle in s.lower()]
+        if holding:
+            pairs.append((f"{holding[0]}\n\nQuestion: {question}", answer))
+    return pairs
+
+
+def story_chat(text: str, facts: Facts, n_turns: int = 3) -> list[dict[str, str]]:
+    """A multi-turn conversation about one story: the story in the system prompt, then
+    n_turns questions from the user, each answered by the assistant (answers from the facts).
+    """
+    turns = [{"role": "system", "content": f"Answer questions about this story.\n\n{text}"}]
+    for question, answer in questions(facts)[:n_turns]:
+        turns += [{"role": "user", "content": question},
+                  {"role": "assistant", "content": answer}]
+    return turns
