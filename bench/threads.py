@@ -103,7 +103,7 @@ def main(argv=None) -> None:
         speed, choice = result["speed"], result["choice"]
         cells = "  ".join(f"{n} thread{'s' if n > 1 else ''}: {s:7,.0f}" for n, s in speed.items())
         gain = speed[choice.threads] / speed[DEFAULT_THREADS]
-        print(f"{busy} busy: {cells}  | chosen {choice.threads} ({gain:.2f}x the default "
+        print(f"+{busy} busy processes: {cells}  | chosen {choice.threads} ({gain:.2f}x the default "
               f"{DEFAULT_THREADS}): {choice.reason}", flush=True)
 
 

@@ -21,7 +21,7 @@ and why in one sentence):
 - "fp32" turns autocast off everywhere.
 
 Float32 matmuls on CUDA may use TF32 (`enable_fast_matmul`): `pick_device` switches it on
-when it picks a GPU, and the trainer calls it too.
+when it picks a CUDA device, so every lesson and every `Trainer` (which calls it) gets it.
 
 Threads: on a laptop CPU that is also busy with other programs, PyTorch's default (one
 thread per core) makes training many times slower than one thread, because its threads
@@ -34,6 +34,7 @@ per process, unless the threads were set by hand (`torch.set_num_threads`,
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import random
@@ -251,7 +252,7 @@ def autocast(device: torch.device | str, enabled: bool = True, precision: str = 
 def enable_fast_matmul() -> None:
     """Let float32 matmuls on CUDA use TF32 (tensor cores, 10 mantissa bits, several times
     faster on Ampere and newer). Idempotent and cheap: call it wherever training starts
-    (`pick_device` does for CUDA, and so does the trainer).
+    (`pick_device` does whenever it picks a CUDA device).
 
     Leaves alone a precision someone already chose ("medium" stays "medium"). Uses
     `torch.set_float32_matmul_precision`, which newer PyTorch versions do not mind being
@@ -341,7 +342,7 @@ def thread_choice(cores: int | None = None, load: float | None = None,
     load = other_load() if load is None else load
     default = _STARTING_THREADS if default is None else default
     free = cores - load
-    threads = max(1, min(default, round(free)))
+    threads = max(1, min(default, math.floor(free + 0.5)))   # rounded half up
     what = f"other programs keep about {load:.1f} of {cores} usable cores busy"
     if threads == default:
         return ThreadChoice(threads, f"PyTorch's default ({what})")
