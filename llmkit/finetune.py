@@ -91,9 +91,9 @@ def freeze(gpt: GPT, trainable="all") -> None:
         chosen = []
     elif isinstance(trainable, int) and not isinstance(trainable, bool) \
             and 0 <= trainable <= len(gpt.blocks):
-        blocks = list(gpt.blocks)[len(gpt.blocks) - trainable:] if trainable else []
-        chosen = [p for block in blocks for p in block.parameters()]
-        if trainable:
+        last_blocks = list(gpt.blocks)[len(gpt.blocks) - trainable:]
+        chosen = [p for block in last_blocks for p in block.parameters()]
+        if trainable:   # the final norm sits between the last block and the head
             chosen += list(gpt.norm_final.parameters())
     else:
         raise ValueError(
