@@ -195,10 +195,11 @@ class GPTClassifier(nn.Module):
         if not torch.compiler.is_compiling():
             low, high = int(labels.min()), int(labels.max())
             if low < 0 or high >= self.n_classes:
+                bad = sorted({v for v in labels.tolist() if not 0 <= v < self.n_classes})
                 raise ValueError(
-                    f"labels must be class indices 0..{self.n_classes - 1}, got values from "
-                    f"{low} to {high}; map class names to indices (classification_examples "
-                    "does) or build the classifier with more classes."
+                    f"labels must be class indices 0..{self.n_classes - 1}, got {bad}; map "
+                    "class names to indices (classification_examples does) or build the "
+                    "classifier with more classes."
                 )
         return logits, F.cross_entropy(logits, labels)
 

@@ -332,7 +332,7 @@ class LoRAModel(nn.Module):
         differ = {k: (base.get(k), mine.get(k)) for k in sorted(set(base) | set(mine))
                   if base.get(k) != mine.get(k) and k not in ("dropout", "attention")}
         if differ:
-            listed = ", ".join(f"{k}: adapters {a!r}, model {b!r}" for k, (a, b) in differ.items())
+            listed = "; ".join(f"{k}: adapters {a!r}, model {b!r}" for k, (a, b) in differ.items())
             raise ValueError(
                 f"the adapters in {folder} were trained on a base GPT of another shape ({listed}); "
                 "load them onto the model they were trained from."
