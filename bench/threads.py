@@ -5,7 +5,7 @@ batch 12, float32) with `llmkit.train.Trainer` while 0, 1, 2... other processes 
 the CPU (`while True: pass`, as a browser tab or a second notebook would), at each thread
 count given. For each load the runs alternate in short blocks, so that the rest of the
 machine's load hits every thread count about equally; the figure is the median block.
-Each line also shows what `llmkit.device.thread_choice` picks under that load, and the
+Each line also shows what `llmkit.threads.thread_choice` picks under that load, and the
 last column compares its speed with PyTorch's default thread count.
 
     python bench/threads.py                          # loads 0 and 2, threads 1 and 2
@@ -28,8 +28,8 @@ import time
 import torch
 
 from llmkit.bench import RECIPE_SHAPE, RECIPE_VOCAB
-from llmkit.device import thread_choice, usable_cores
 from llmkit.model import GPT, GPTConfig
+from llmkit.threads import thread_choice, usable_cores
 from llmkit.train import TrainConfig, Trainer
 
 DEFAULT_THREADS = torch.get_num_threads()   # PyTorch's own choice, before anyone changes it

@@ -11,7 +11,7 @@ The report: Python and the versions of the packages the course needs (against th
 bounds of requirements.txt), whether JupyterLab will draw the widgets (its widget
 extensions are installed where it looks for them), the device `pick_device` finds, the
 number format training runs in there and why (`llmkit.device.precision_reason`), and the
-CPU threads.
+CPU threads (`llmkit.threads`).
 
 The self-test runs by default on a CUDA or Apple GPU, where the untested paths are: it
 trains a GPT on Tiny Shakespeare with `llmkit.train.Trainer` in the automatic precision and
@@ -46,8 +46,8 @@ from pathlib import Path
 
 import torch
 
-from llmkit.device import (autocast_dtype, describe, pick_device, precision_reason, synchronize,
-                           threads_in_use)
+from llmkit.device import autocast_dtype, describe, pick_device, precision_reason, synchronize
+from llmkit.threads import threads_in_use
 
 # What the course installs (requirements.txt: the test suite checks the two agree), and
 # what only the tests need.

@@ -1,6 +1,5 @@
 """Device selection: the override, the clear errors, and the autocast choice."""
 
-import os
 import platform
 from types import SimpleNamespace
 from pathlib import Path
@@ -185,70 +184,3 @@ def test_picking_a_gpu_switches_tf32_on(fake_gpu, monkeypatch, matmul_precision)
     torch.set_float32_matmul_precision("highest")
     assert dev.pick_device("cpu").type == "cpu"
     assert torch.get_float32_matmul_precision() == "highest"
-
-
-# --- threads --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("cores, load, default, expected", [
-    (2, 0.0, 2, 2),     # idle laptop: PyTorch's default
-    (2, 0.4, 2, 2),     # a little background noise is no reason to halve the threads
-    (2, 1.0, 2, 1),     # one busy program: leave it its core
-    (2, 2.0, 2, 1),     # two busy programs: still one thread, never zero
-    (2, 7.5, 2, 1),
-    (16, 4.0, 8, 8),    # never above PyTorch's default (one per physical core)
-    (16, 12.0, 8, 4),
-])
-def test_thread_choice_leaves_busy_cores_alone(monkeypatch, cores, load, default, expected):
-    monkeypatch.delenv(dev.THREADS_ENV, raising=False)
-    choice = dev.thread_choice(cores=cores, load=load, default=default)
-    assert choice.threads == dev.choose_threads(cores, load, default) == expected
-    assert f"{cores} usable cores" in choice.reason
-
-
-def test_thread_override_and_its_mistakes(monkeypatch):
-    monkeypatch.setenv(dev.THREADS_ENV, "3")
-    assert dev.choose_threads(cores=2, load=2.0, default=2) == 3
-    for wrong in ("0", "two", "-1", "1.5"):
-        monkeypatch.setenv(dev.THREADS_ENV, wrong)
-        with pytest.raises(ValueError, match="whole number"):
-            dev.choose_threads()
-
-
-def test_other_load_is_at_least_the_load_average():
-    load = dev.other_load()
-    assert load >= 0.0 and load >= os.getloadavg()[0] - 0.5   # the average can move meanwhile
-    assert 1 <= dev.usable_cores() <= (os.cpu_count() or 1)
-
-
-@pytest.fixture
-def fresh_threads(monkeypatch):
-    """Thread state as in a new process; the real thread count is restored afterwards."""
-    before = torch.get_num_threads()
-    monkeypatch.setattr(dev, "_threads_chosen", False)
-    monkeypatch.setattr(dev, "_STARTING_THREADS", before)
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", dev.THREADS_ENV):
-        monkeypatch.delenv(name, raising=False)
-    yield before
-    torch.set_num_threads(before)
-
-
-def test_pick_device_applies_the_choice_once(fresh_threads, monkeypatch):
-    monkeypatch.setattr(dev, "other_load", lambda: 99.0)   # a very busy machine: 1 thread
-    assert dev.pick_device("cpu").type == "cpu"
-    assert torch.get_num_threads() == 1
-    torch.set_num_threads(2)
-    dev.pick_device("cpu")          # chosen once per process: a later call changes nothing
-    assert torch.get_num_threads() == 2
-
-
-def test_threads_set_by_hand_are_kept(fresh_threads, monkeypatch):
-    monkeypatch.setattr(dev, "other_load", lambda: 99.0)
-    monkeypatch.setattr(dev, "_STARTING_THREADS", fresh_threads + 1)   # changed since import
-    assert dev.use_chosen_threads() is None
-    assert torch.get_num_threads() == fresh_threads
-    monkeypatch.setattr(dev, "_STARTING_THREADS", fresh_threads)
-    monkeypatch.setenv("OMP_NUM_THREADS", str(fresh_threads))
-    assert dev.use_chosen_threads(force=True) is None
-    monkeypatch.setenv(dev.THREADS_ENV, "1")   # asking llmkit explicitly wins
-    assert dev.use_chosen_threads(force=True).threads == 1 == torch.get_num_threads()
