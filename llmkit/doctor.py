@@ -74,6 +74,13 @@ class Check:
         return f"{self.status:<4}  {self.name}: {self.detail}"
 
 
+def flops(per_second: float) -> str:
+    """12.3e9 -> '12.3 GFLOP/s'; 312e12 -> '312.0 TFLOP/s'."""
+    if per_second >= 1e12:
+        return f"{per_second / 1e12:,.1f} TFLOP/s"
+    return f"{per_second / 1e9:,.1f} GFLOP/s"
+
+
 # --- the environment ---------------------------------------------------------------------
 
 
@@ -256,7 +263,7 @@ class SelfTest:
         mfu = tokens_per_s * trainer.model.flops_per_token(self.recipe.context_length) / peak
         figures = (f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, {dtype_name} matmuls, "
                    f"{tokens_per_s:,.0f} tokens/s, MFU {mfu:.1%} of the measured {dtype_name} "
-                   f"matmul peak ({peak / 1e12:,.2f} TFLOP/s)"
+                   f"matmul peak ({flops(peak)})"
                    + (f", compiled in {warmup_s:.0f} s" if compile else ""))
         if fell_back:
             return Check("FAIL", name, f"torch.compile fell back to eager: {fell_back[0]} ({figures})")

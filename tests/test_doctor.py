@@ -19,6 +19,10 @@ from llmkit import doctor
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def test_flops_units():
+    assert doctor.flops(12.34e9) == "12.3 GFLOP/s" and doctor.flops(312e12) == "312.0 TFLOP/s"
+
+
 @pytest.mark.parametrize("text, expected", [
     ("2.13.0+cpu", (2, 13, 0)), ("0.1.2", (0, 1, 2)), ("2026.11.19", (2026, 11, 19)),
     ("8.1.0rc1", (8, 1, 0)), ("1.4.dev0", (1, 4)), ("", ()),
@@ -99,6 +103,22 @@ def test_quick_self_test_passes(quick_test):
                                         "checkpoint round trip"]
     assert all(c.status == "PASS" for c in checks), "\n".join(map(str, checks))
     assert re.search(r"[\d,]+ tokens/s, MFU [\d.]+%", checks[0].detail)
+
+
+def test_self_test_in_float16_with_a_scaler(quick_test, monkeypatch):
+    """The path of GPUs without bfloat16 (T4, V100), simulated on the CPU: float16 autocast
+    and a gradient scaler, whose state must survive the resume too."""
+    from llmkit import device as dev
+
+    choose = dev._precision_choice
+    monkeypatch.setattr(dev, "_precision_choice", lambda device, precision: (
+        (torch.float16, "float16 (simulated)") if precision == "auto" else choose(device, precision)))
+    assert dev.needs_grad_scaler("cpu")
+    with dev.autocast("cpu"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float16
+    training, resume = quick_test.check_training(False), quick_test.check_resume()
+    assert training.status == "PASS" and "float16 matmuls" in training.detail, training
+    assert resume.status == "PASS", resume
 
 
 def test_resume_that_forgets_the_optimizer_fails(quick_test, monkeypatch):
