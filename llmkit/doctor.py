@@ -21,7 +21,8 @@ prints one PASS or FAIL line per check:
   tokens/s and MFU (model FLOPs per second over the measured matmul peak of the number
   format the matmuls ran in, as `llmkit.bench` does);
 - exact resume: 10 steps, save, resume in a new trainer, 10 more steps give the same losses
-  and weights, bit for bit, as 20 steps straight;
+  and weights, bit for bit, as 20 steps straight (a WARN where two straight runs already
+  differ, as on devices whose kernels are not deterministic);
 - KV cache: logits decoded one token at a time with each cache equal the logits of one
   forward pass over the whole text (float32);
 - checkpoint round trip: weights, tokenizer and outputs identical after save and load.
@@ -290,16 +291,22 @@ class SelfTest:
             return Check("PASS", name, f"{self.steps // 2} steps, save, resume, "
                          f"{self.steps // 2} more == {self.steps} straight: losses and weights "
                          "identical bit for bit")
-        gap = max((abs(a - b) for a, b in zip(self.losses(straight), self.losses(resumed))),
-                  default=float("nan"))
+        def largest_gap(run) -> float:
+            return max((abs(x - y) for x, y in zip(self.losses(straight), self.losses(run))),
+                       default=float("nan"))
+
         again = self.trainer(self.steps)
         again.fit()
-        repeatable = self.losses(again) == self.losses(straight)
-        return Check("FAIL", name, f"after resuming, losses differ by up to {gap:.3g} "
-                     f"(steps {straight.step} vs {resumed.step}, weights "
-                     f"{'equal' if same_weights else 'differ'}); two straight runs "
-                     + ("agree, so resuming loses some state" if repeatable else
-                        "differ too: this device's kernels are not deterministic"))
+        if self.losses(again) == self.losses(straight):
+            return Check("FAIL", name, f"two straight runs agree bit for bit, but the resumed one "
+                         f"differs (losses by up to {largest_gap(resumed):.3g}, weights "
+                         f"{'equal' if same_weights else 'differ'}, steps {straight.step} vs "
+                         f"{resumed.step}): resuming loses some state")
+        # Kernels that add in a varying order (e.g. atomics on some GPUs) make no two runs
+        # equal, resumed or not: bit for bit cannot be checked, only compared with that noise.
+        return Check("WARN", name, f"this device's kernels are not deterministic: two straight "
+                     f"runs differ by up to {largest_gap(again):.3g} in loss, the resumed run by "
+                     f"up to {largest_gap(resumed):.3g}; bit-for-bit resume cannot be checked here")
 
     @torch.no_grad()
     def check_kv_cache(self) -> Check:

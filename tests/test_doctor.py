@@ -136,6 +136,19 @@ def test_resume_that_forgets_the_optimizer_fails(quick_test, monkeypatch):
     assert check.status == "FAIL" and "two straight runs agree" in check.detail
 
 
+def test_resume_on_nondeterministic_kernels_is_a_warning(quick_test, monkeypatch):
+    runs = {}
+    losses = quick_test.losses
+
+    def noisy(trainer):   # each run's losses a little off, as varying kernels would make them
+        offset = runs.setdefault(id(trainer), len(runs) * 1e-6)
+        return [loss + offset for loss in losses(trainer)]
+
+    monkeypatch.setattr(quick_test, "losses", noisy)
+    check = quick_test.check_resume()
+    assert check.status == "WARN" and "not deterministic" in check.detail, check
+
+
 def test_kv_cache_that_does_not_advance_fails(quick_test, monkeypatch):
     from llmkit.model.kv_cache import KVCache
 
