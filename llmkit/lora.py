@@ -80,6 +80,11 @@ class LoRAConfig:
             raise ValueError(f"targets must be module names such as 'attn.qkv', got {self.targets!r}.")
         self.trainable_token_ids = tuple(int(i) for i in self.trainable_token_ids)
 
+    def to_dict(self) -> dict:
+        """The fields as JSON values (lists, not tuples, so a saved copy compares equal)."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
     @property
     def scaling(self) -> float:
         """alpha / rank, the factor on B A."""
@@ -303,7 +308,7 @@ class LoRAModel(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.contiguous().cpu() for k, v in self.adapter_state_dict().items()}
-        config = {"lora": dataclasses.asdict(self.lora), "base": self.gpt.config.to_dict()}
+        config = {"lora": self.lora.to_dict(), "base": self.gpt.config.to_dict()}
         write_atomically(folder / ADAPTER_FILE, lambda path: save_file(tensors, str(path)))
         write_atomically(folder / ADAPTER_CONFIG_FILE, lambda path: path.write_text(
             json.dumps(config, indent=1) + "\n", encoding="utf-8"))
@@ -376,7 +381,7 @@ class LoRAModel(nn.Module):
         if self.merged:
             raise ValueError("unmerge() the adapters before saving a LoRAModel checkpoint "
                              "(merged weights would be counted twice on loading).")
-        return {"gpt": self.gpt.config.to_dict(), "lora": dataclasses.asdict(self.lora)}
+        return {"gpt": self.gpt.config.to_dict(), "lora": self.lora.to_dict()}
 
     @classmethod
     def from_checkpoint_config(cls, config: dict) -> LoRAModel:

@@ -184,3 +184,35 @@ def test_trainable_token_rows_learn_and_merge():
     assert merged.lm_head.weight is merged.token_embedding.weight      # still tied
     torch.testing.assert_close(merged.token_embedding.weight, weight)
     torch.testing.assert_close(merged(idx)[0], model(idx)[0])
+
+
+def test_lora_training_resumes_exactly(tmp_path):
+    from llmkit.train import TrainConfig, Trainer
+
+    data = torch.randint(0, 40, (2000,), generator=torch.Generator().manual_seed(3))
+
+    class StopAt:
+        def __init__(self, step):
+            self.step = step
+
+        def on_step(self, trainer, record):
+            trainer.should_stop = trainer.step >= self.step
+
+    def trainer(out, callbacks=()):
+        model = LoRAModel(tiny_gpt(), LoRAConfig(rank=2, dropout=0.1, targets=("attn.qkv", "mlp.fc")))
+        config = TrainConfig(max_steps=6, batch_size=4, lr=1e-2, warmup_steps=2,
+                             eval_interval=0, eval_iters=1, progress=False, out_dir=str(out))
+        return Trainer(model, data[:1500], data[1500:], config, callbacks=callbacks)
+
+    straight = trainer(tmp_path / "straight")
+    straight.fit()
+    first = trainer(tmp_path / "cut", callbacks=[StopAt(3)])   # stopped, saved at step 3
+    first.fit()
+    assert first.step == 3
+    resumed = trainer(tmp_path / "cut").resume(tmp_path / "cut")
+    resumed.fit()
+    assert resumed.step == 6
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert any(not torch.equal(a, b) for a, b in zip(   # and training did change the adapters
+        straight.model.state_dict().values(), trainer(tmp_path / "x").model.state_dict().values()))
