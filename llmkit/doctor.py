@@ -422,5 +422,7 @@ def main(argv=None) -> int:
                 compile=not args.no_compile, report=report)
         print(f"self-test took {time.perf_counter() - start:.0f} s")
     failed = [check.name for check in checks if check.status == "FAIL"]
-    print(f"{len(failed)} problem(s): {', '.join(failed)}" if failed else "all checks passed")
+    warned = [check.name for check in checks if check.status == "WARN"]
+    print(f"{len(failed)} problem(s): {', '.join(failed)}" if failed else
+          "all checks passed" + (f"; read the warning(s): {', '.join(warned)}" if warned else ""))
     return 1 if failed else 0
