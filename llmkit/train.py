@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from contextlib import nullcontext
 import time
 import warnings
 from pathlib import Path
@@ -40,6 +41,7 @@ import torch
 from torch import nn
 
 from llmkit import device as devices
+from llmkit import distributed
 from llmkit.checkpoint import check_output_folder, load_training_state, save_checkpoint
 from llmkit.data.batches import IGNORE_INDEX, ExampleSet, TokenStream, as_batch_source, to_device
 from llmkit.device import autocast, pick_device
@@ -104,10 +106,14 @@ class Trainer:
                 )
         self.callbacks = list(callbacks)
         self.tokenizer = tokenizer
-        if self.config.out_dir:   # a wrong --out is found now, not after the last step
-            check_output_folder(self.config.out_dir)
 
         self.device = pick_device(device if device is not None else self.config.device)
+        self.group = distributed.setup(self.device.type)   # one process unless under torchrun
+        if self.group.active and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.group.local_rank)
+        self.rows = distributed.check_batch(self.config.batch_size, self.group)
+        if self.config.out_dir and self.group.is_main:   # a wrong --out is found now, not at the end
+            check_output_folder(self.config.out_dir)
         if self.device.type == "cuda":
             devices.enable_fast_matmul()
         self._check_precision()
@@ -115,11 +121,13 @@ class Trainer:
             self.device.type, enabled=devices.needs_grad_scaler(self.device, self.config.precision))
         self.log_interval = self.config.log_interval or (1 if self.device.type == "cpu" else 10)
 
-        self.model = model.to(self.device)
+        self.model = model.to(self.device)           # what is saved: never the DDP wrapper
         self.optimizer = make_optimizer(self.model, self.config)
-        self.forward = self._compiled_model() if self.config.compile else self.model
-        self.compile_pending = self.forward is not self.model   # first call still to come
-        torch.manual_seed(self.config.seed)  # dropout draws from the global generator
+        self.wrapped = distributed.wrap(self.model, self.group, self.device)
+        self.forward = self._compiled_model() if self.config.compile else self.wrapped
+        self.compile_pending = self.forward is not self.wrapped   # first call still to come
+        torch.manual_seed(self.config.seed + self.group.rank)   # dropout: its own draws per rank
+        # The batch generator is the same on every rank: each draws the global batch.
         self.batch_generator = torch.Generator().manual_seed(self.config.seed)
         self.step = 0
         self.tokens_seen = 0        # input tokens of every micro-batch trained on
@@ -177,10 +185,10 @@ class Trainer:
 
     def _compiled_model(self):
         try:
-            return torch.compile(self.model)
+            return torch.compile(self.wrapped)
         except Exception as error:  # e.g. no compiler for this platform or Python version
             warnings.warn(f"torch.compile is unavailable ({error}); training without it.")
-            return self.model
+            return self.wrapped
 
     # --- one step ----------------------------------------------------------------------
 
@@ -204,20 +212,30 @@ class Trainer:
         Each micro-batch's mean loss is weighted by its share of all the counted targets
         (not IGNORE_INDEX) before backward, so the summed gradients are those of the mean
         loss over one batch holding every micro-batch, even when they differ in size.
+        Under torchrun every rank draws the same global batches and keeps its own rows; DDP
+        averages the ranks' gradients, so each rank's share is multiplied by world_size, and
+        the gradients are exchanged only after the last micro-batch.
         """
         batches = [self.train_data.sample(self.config.batch_size, self.batch_generator)
                    for _ in range(self.config.grad_accum_steps)]
-        counts = [counted_targets(y) for _, y in batches]
+        total_count = sum(counted_targets(y) for _, y in batches)   # over every rank's rows
         total = torch.zeros((), device=self.device)
-        for (x, y), count in zip(batches, counts):
-            if count == 0:          # nothing to learn here (every target masked)
-                continue
+        for i, batch in enumerate(batches):
+            x, y = distributed.my_rows(*batch, self.group)
+            count = counted_targets(y)
+            if count == 0 and not self.group.active:
+                continue            # nothing to learn here (every target masked)
+            if count == 0:          # DDP needs every rank's backward: a zero-weighted one
+                y = y.clone()
+                y.view(-1)[0] = 0
             x, y = to_device(x, y, self.device)
-            loss = self._loss(x, y) * (count / sum(counts))
-            self.scaler.scale(loss).backward()
+            last = i == len(batches) - 1
+            with self.wrapped.no_sync() if self.group.active and not last else nullcontext():
+                loss = self._loss(x, y) * (count / total_count)
+                self.scaler.scale(loss * self.group.world_size).backward()
             total += loss.detach().float()
-            self.tokens_seen += x.numel()
-        return total
+            self.tokens_seen += x.numel() * self.group.world_size
+        return distributed.sum_over_ranks(total, self.group)
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, precision=self.config.precision):
@@ -231,7 +249,7 @@ class Trainer:
             except Exception as error:
                 warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); "
                               "training without it.")
-                self.forward = self.model
+                self.forward = self.wrapped
                 return self.forward(x, y)[1]
 
     def clip_gradients(self) -> torch.Tensor:
@@ -292,7 +310,8 @@ class Trainer:
                 if (config.eval_interval and self.step % config.eval_interval == 0
                         and not self._evaluated_now()):
                     self._flush(pending, last_flush, bar)
-                    self.evaluate()
+                    if self.group.is_main:
+                        self.evaluate()
                     last_flush = time.perf_counter()   # eval time is not training time
                 tokens_before = self.tokens_seen
                 loss, lr, grad_norm = self.train_step()
@@ -303,13 +322,15 @@ class Trainer:
                     last_flush = time.perf_counter()
                 if config.time_budget_s is not None and time.perf_counter() - start >= config.time_budget_s:
                     self.should_stop = True
+                if self.group.active:   # every rank stops at the same step
+                    self.should_stop = distributed.any_rank(self.should_stop, self.group, self.device)
                 if (config.out_dir and config.checkpoint_interval
                         and self.step % config.checkpoint_interval == 0):
                     self._flush(pending, last_flush, bar)   # the saved history is complete
                     self.save_checkpoint()
                     last_flush = time.perf_counter()
             self._flush(pending, last_flush, bar)
-            if config.eval_interval and self.step > 0 and not self._evaluated_now():
+            if config.eval_interval and self.step > 0 and not self._evaluated_now() and self.group.is_main:
                 self.evaluate()
             if config.out_dir:
                 self.save_checkpoint()
@@ -358,13 +379,15 @@ class Trainer:
         return TrainingDiverged(message, record["step"], record["loss"], record["lr"])
 
     def _progress_bar(self):
-        if not self.config.progress:
+        if not self.config.progress or not self.group.is_main:
             return None
         from tqdm.auto import tqdm
 
         return tqdm(total=self.config.max_steps, initial=self.step, unit="step", dynamic_ncols=True)
 
     def _notify(self, event: str, *args) -> None:
+        if not self.group.is_main:   # one dashboard, one log: rank 0's
+            return
         for callback in self.callbacks:
             method = getattr(callback, event, None)
             if method is not None:
@@ -379,7 +402,10 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "batches": self.batch_generator.get_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        if self.group.active:   # each rank's dropout draws (a collective: every rank calls it)
+            rng["torch_per_rank"] = distributed.gather(torch.get_rng_state(), self.group)
         state = {"step": self.step, "elapsed": self.elapsed, "tokens_seen": self.tokens_seen,
+                 "world_size": self.group.world_size,
                  "decay_steps": self.config.decay_steps,
                  "optimizer": self.optimizer.state_dict(), "rng": rng, "history": list(self.history)}
         if self.scaler.is_enabled():
@@ -410,6 +436,15 @@ class Trainer:
         if self.scaler.is_enabled() and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
+        saved_world = int(state.get("world_size", 1))
+        if saved_world == self.group.world_size and self.group.active:
+            torch.set_rng_state(state["rng"]["torch_per_rank"][self.group.rank])
+        elif saved_world != self.group.world_size and self.group.is_main:
+            warnings.warn(
+                f"the run was saved from {saved_world} process(es) and resumes in "
+                f"{self.group.world_size}: the weights, optimizer, schedule and the global batches "
+                "are restored, but each process's rows, dropout draws and float rounding differ, "
+                "so the losses will not repeat bit for bit.")
         self.batch_generator.set_state(state["rng"]["batches"])
         cuda_states = state["rng"].get("cuda")
         if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
@@ -422,10 +457,12 @@ class Trainer:
         path = path if path is not None else self.config.out_dir
         if path is None:
             raise ValueError("no checkpoint path: pass one, or set TrainConfig(out_dir=...).")
-        written = save_checkpoint(path, self.model, tokenizer=self.tokenizer,
-                                  train_config=self.config.to_dict(), state=self.state_dict())
+        state = self.state_dict()    # on every rank (it gathers their generators) ...
+        if self.group.is_main:       # ... but only rank 0 writes
+            save_checkpoint(path, self.model, tokenizer=self.tokenizer,
+                            train_config=self.config.to_dict(), state=state)
         self.saved_step = self.step
-        return written
+        return Path(path)
 
     def resume(self, path) -> Trainer:
         """Load weights, optimizer, step, generators and history from a checkpoint folder,

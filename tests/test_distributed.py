@@ -1,0 +1,125 @@
+"""Data parallel training: 2 processes under torchrun (Gloo, CPU) against 1 process.
+
+The reference is the single-process Trainer on the same global batches; the two-process run
+is launched with PyTorch's own launcher (python -m torch.distributed.run), as a learner would.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from llmkit import distributed
+from llmkit.checkpoint import load_checkpoint
+from llmkit.model import GPT, GPTConfig
+from llmkit.train import TrainConfig, Trainer
+
+VOCAB = 12
+
+WORKER = textwrap.dedent('''
+    """One rank: the same model, data and config as the test's single process."""
+    import json, sys
+    import torch
+    sys.path.insert(0, {tests!r})
+    from test_distributed import make_trainer
+
+    settings = json.loads(sys.argv[1])
+    trainer = make_trainer(**settings)
+    trainer.fit()
+    if trainer.group.is_main:
+        losses = [r["loss"] for r in trainer.history if "loss" in r]
+        with open(settings["report"], "w") as file:
+            json.dump({{"losses": losses, "world_size": trainer.group.world_size,
+                       "rows": trainer.rows}}, file)
+    from llmkit.distributed import cleanup
+    cleanup()
+''')
+
+
+def make_trainer(report=None, **changes) -> Trainer:
+    """A tiny GPT on a learnable stream; changes go to the TrainConfig."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=VOCAB, context_length=16, n_layer=2, n_head=2, d_model=32))
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.arange(3000) % VOCAB
+    ids = torch.where(torch.rand(3000, generator=generator) < 0.1,
+                      torch.randint(0, VOCAB, (3000,), generator=generator), ids)
+    values = dict(max_steps=8, batch_size=8, grad_accum_steps=2, warmup_steps=2, eval_interval=0,
+                  progress=False, device="cpu", lr=3e-3, min_lr=3e-4, lr_decay_steps=10)
+    return Trainer(model, ids[:2500], ids[2500:], TrainConfig(**{**values, **changes}))
+
+
+def torchrun(tmp_path, processes: int, **settings) -> dict:
+    """Train with `processes` ranks under torchrun; rank 0's report."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER.format(tests=os.path.dirname(__file__)))
+    settings["report"] = str(tmp_path / "report.json")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LLMKIT_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone",
+         f"--nproc_per_node={processes}", str(worker), json.dumps(settings)],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((tmp_path / "report.json").read_text())
+
+
+def largest_loss_difference(tmp_path) -> tuple[float, list, list]:
+    two = torchrun(tmp_path, 2)
+    assert two["world_size"] == 2 and two["rows"] == 4     # batch 8 split into 4 + 4
+    one = [r["loss"] for r in make_trainer().fit() if "loss" in r]
+    return max(abs(a - b) for a, b in zip(one, two["losses"])), one, two["losses"]
+
+
+@pytest.mark.slow
+def test_two_ranks_follow_the_loss_of_one_process(tmp_path):
+    torch.set_num_threads(1)
+    difference, one, two = largest_loss_difference(tmp_path)
+    assert len(one) == len(two) == 8
+    assert difference < 1e-5, (one, two)
+    assert one[-1] < one[0] - 0.1      # and it learned something, so the steps mattered
+
+
+@pytest.mark.slow
+def test_the_checkpoint_two_ranks_write_resumes_in_one_process(tmp_path):
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    torchrun(tmp_path, 2, max_steps=5, out_dir=str(out))
+    saved = load_checkpoint(out)          # the plain model: no DDP wrapper in the names
+    assert isinstance(saved.model, GPT) and saved.state["step"] == 5
+    assert saved.state["world_size"] == 2
+
+    resumed = make_trainer(max_steps=8)
+    with pytest.warns(UserWarning, match="saved from 2 process\\(es\\) and resumes in 1"):
+        resumed.resume(out)
+    resumed.fit()
+    straight = make_trainer(max_steps=8)
+    straight.fit()
+    later = [r["loss"] for r in resumed.history if "loss" in r][5:]
+    expected = [r["loss"] for r in straight.history if "loss" in r][5:]
+    assert len(later) == 3
+    assert max(abs(a - b) for a, b in zip(later, expected)) < 1e-5
+
+
+def test_a_global_batch_that_does_not_divide_is_refused():
+    with pytest.raises(ValueError, match="global batch_size 5 does not divide among 2 processes; "
+                                         "use a multiple of 2 \\(e.g. 4 or 6\\)"):
+        distributed.check_batch(5, distributed.Group(rank=0, world_size=2))
+    assert distributed.check_batch(6, distributed.Group(rank=1, world_size=3)) == 2
+
+
+def test_each_rank_keeps_its_own_rows_of_the_global_batch():
+    x, y = torch.arange(12).view(6, 2), torch.arange(6)
+    parts = [distributed.my_rows(x, y, distributed.Group(rank, 3)) for rank in range(3)]
+    assert torch.equal(torch.cat([p[0] for p in parts]), x)
+    assert torch.equal(torch.cat([p[1] for p in parts]), y)
+    assert distributed.my_rows(x, y, distributed.Group())[0] is x
+
+
+def test_one_process_is_a_group_of_one(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    group = distributed.setup("cpu")
+    assert group == distributed.Group() and group.is_main and not group.active
