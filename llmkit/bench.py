@@ -13,9 +13,12 @@
   `TrainConfig.precision`) and attention path (`GPTConfig.attention`; on a CPU in bf16 the
   written-out "manual" one is much faster than SDPA, whose backward is slow there);
   FLOPs per token from `GPT.flops_per_token`.
-- decode: tokens/s writing 256 new tokens at batch 1, greedy, with and without the KV
-  cache, and Hugging Face's `GPT2LMHeadModel.generate` (use_cache=True) on the same
-  weights (built from a GPT2Config, no download).
+- decode: new tokens/s writing 256 tokens, greedy, at batch 1 and 16: llmkit's eager loop
+  (KV cache; at batch 1 also without), its compiled one-token step (`llmkit.fast_decode`,
+  with the compile time and the number of tokens after which compiling pays off), and
+  Hugging Face's `GPT2LMHeadModel.generate` (use_cache=True) on the same weights (built
+  from a GPT2Config, no download); then 16 prompts of different lengths decoded as one
+  batch (`llmkit.generate.generate_batch`) against 16 single calls.
 - bpe: seconds to train `BPETokenizer` (vocab 1024) on 1 MB of Python standard-library source.
 
 Other processes on the machine slow every figure; compare figures from one run.
@@ -90,65 +93,126 @@ def training_speed(steps: int = 100, warmup_steps: int = 10, device=None, compil
             "matmul_dtype": autocast_dtype(device, precision) or torch.float32}
 
 
-def decode_speed(new_tokens: int = 256, prompt_tokens: int = 16, device=None) -> dict:
-    """Greedy decoding speed (tokens/s) at batch 1: llmkit with and without the KV cache,
-    and transformers' GPT2LMHeadModel.generate with its cache, on the same weights.
-
-    The model is the recipe's shape with a context long enough for prompt + new tokens.
-    Returns {"kv_cache", "no_cache", "transformers", "same_tokens"}; same_tokens says
-    whether all three wrote the same text (they should: same weights, greedy).
-    """
-    from llmkit.generate import generate
+def decode_models(context: int, device):
+    """The recipe's shape with a context of `context`: (llmkit GPT, transformers model or None)
+    on the same random weights (transformers' GPT2LMHeadModel built from a GPT2Config, no
+    download), both in eval mode on `device`."""
+    from llmkit.model import GPT, GPTConfig
     from llmkit.model.gpt2 import from_hf_model
 
-    device = pick_device(device)
+    torch.manual_seed(0)
     try:
         from transformers import GPT2Config, GPT2LMHeadModel
     except ImportError:
-        GPT2LMHeadModel = None
-
-    torch.manual_seed(0)
-    context = prompt_tokens + new_tokens
-    if GPT2LMHeadModel is not None:
-        hf_config = GPT2Config(vocab_size=RECIPE_VOCAB, n_positions=context, n_embd=RECIPE_SHAPE["d_model"],
-                               n_layer=RECIPE_SHAPE["n_layer"], n_head=RECIPE_SHAPE["n_head"],
-                               resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                               bos_token_id=None, eos_token_id=None)
-        hf_model = GPT2LMHeadModel(hf_config).to(device).eval()
-        model = from_hf_model(hf_model).to(device)
-    else:
-        from llmkit.model import GPT, GPTConfig
-
         model = GPT(GPTConfig(vocab_size=RECIPE_VOCAB, **{**RECIPE_SHAPE, "context_length": context}))
-        model = model.to(device).eval()
-    prompt = torch.randint(0, RECIPE_VOCAB, (1, prompt_tokens), device=device)
+        return model.to(device).eval(), None
+    hf_config = GPT2Config(vocab_size=RECIPE_VOCAB, n_positions=context, n_embd=RECIPE_SHAPE["d_model"],
+                           n_layer=RECIPE_SHAPE["n_layer"], n_head=RECIPE_SHAPE["n_head"],
+                           resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                           bos_token_id=None, eos_token_id=None)
+    hf_model = GPT2LMHeadModel(hf_config).to(device).eval()
+    return from_hf_model(hf_model).to(device).eval(), hf_model
 
-    def timed(run):
-        run(8)   # warm up
+
+def best_rate(run, n_tokens: int, device, repeats: int = 3) -> tuple[float, list]:
+    """(n_tokens / the best of `repeats` timed runs of run(n_tokens), the last run's output),
+    after one short untimed warm-up run. The best run is the one least slowed by whatever
+    else the machine was doing."""
+    run(8)
+    best, out = float("inf"), None
+    for _ in range(repeats):
         synchronize(device)
         start = time.perf_counter()
-        out = run(new_tokens)
+        out = run(n_tokens)
         synchronize(device)
-        return new_tokens / (time.perf_counter() - start), out[0, prompt_tokens:].tolist()
+        best = min(best, time.perf_counter() - start)
+    return n_tokens / best, out
 
+
+def decode_speed(new_tokens: int = 256, prompt_tokens: int = 16, batch_sizes=(1, 16),
+                 device=None, repeats: int = 3) -> dict:
+    """Greedy decoding speed in new tokens per second (all rows together), per batch size:
+    llmkit's eager loop with the KV cache ("eager") and without ("no_cache", batch 1 only),
+    the compiled one-token step of llmkit.fast_decode ("compiled"), and transformers'
+    GPT2LMHeadModel.generate with its cache ("transformers"), on the same weights.
+
+    Returns {batch: {name: tokens/s, ..., "same_tokens": bool}, "compile_seconds": s,
+    "break_even_tokens": n}. same_tokens says whether all of them wrote the same tokens
+    (they should: same weights, greedy). compile_seconds is the first compiled call at
+    batch 1 (compiling included) less an eager step; break_even_tokens the number of
+    tokens after which compiling has paid for itself at batch 1.
+    """
+    from llmkit.fast_decode import CompiledDecoder
+    from llmkit.generate import generate
+
+    device = pick_device(device)
+    context = prompt_tokens + new_tokens
+    model, hf_model = decode_models(context, device)
     result = {}
-    result["kv_cache"], with_cache = timed(
-        lambda n: generate(model, prompt, n, temperature=0, use_kv_cache=True))
-    result["no_cache"], without_cache = timed(
-        lambda n: generate(model, prompt, n, temperature=0, use_kv_cache=False))
-    same = with_cache == without_cache
-    if GPT2LMHeadModel is not None:
-        attention = torch.ones_like(prompt)
+    for batch in batch_sizes:
+        prompt = torch.randint(0, RECIPE_VOCAB, (batch, prompt_tokens), device=device)
+        rates, outputs = {}, {}
 
-        @torch.no_grad()
-        def hf_generate(n):
-            return hf_model.generate(prompt, attention_mask=attention, max_new_tokens=n,
-                                     do_sample=False, use_cache=True, pad_token_id=0)
+        def timed(name, run):
+            rate, out = best_rate(run, new_tokens, device, repeats)
+            rates[name], outputs[name] = rate * batch, out[:, prompt_tokens:].tolist()
 
-        result["transformers"], theirs = timed(hf_generate)
-        same = same and theirs == with_cache
-    result["same_tokens"] = same
+        decoder = CompiledDecoder(model, batch)
+        started = time.perf_counter()
+        decoder.generate(prompt, 2, temperature=0)   # the prompt, then one compiled step
+        synchronize(device)
+        first_call = time.perf_counter() - started
+        timed("eager", lambda n: generate(model, prompt, n, temperature=0))
+        timed("compiled", lambda n: decoder.generate(prompt, n, temperature=0))
+        if batch == 1:
+            timed("no_cache", lambda n: generate(model, prompt, n, temperature=0, use_kv_cache=False))
+            # What compiling cost: the first call less what two eager tokens take; it pays
+            # off once the time each compiled token saves adds up to that.
+            compile_seconds = first_call - 2 / rates["eager"]
+            saved_per_token = 1 / rates["eager"] - 1 / rates["compiled"]
+            result["compile_seconds"] = compile_seconds
+            result["break_even_tokens"] = (compile_seconds / saved_per_token
+                                           if saved_per_token > 0 else float("inf"))
+        if hf_model is not None:
+            attention = torch.ones_like(prompt)
+
+            @torch.no_grad()
+            def hf_generate(n):
+                return hf_model.generate(prompt, attention_mask=attention, max_new_tokens=n,
+                                         min_new_tokens=n, do_sample=False, use_cache=True,
+                                         pad_token_id=0)
+
+            timed("transformers", hf_generate)
+        rates["same_tokens"] = all(out == outputs["eager"] for out in outputs.values())
+        result[batch] = rates
     return result
+
+
+def batching_speed(n_prompts: int = 16, new_tokens: int = 64, device=None,
+                   repeats: int = 3) -> dict:
+    """n_prompts prompts of different lengths (4 to 4 + 2 * (n_prompts - 1) tokens), greedy:
+    one call of llmkit.generate.generate_batch against one generate call per prompt.
+
+    Returns {"batched", "single"} in new tokens per second and "same_tokens": whether every
+    row of the batch equals its prompt decoded alone.
+    """
+    from llmkit.generate import generate, generate_batch
+
+    device = pick_device(device)
+    lengths = [4 + 2 * i for i in range(n_prompts)]
+    model, _ = decode_models(max(lengths) + new_tokens, device)
+    generator = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(0, RECIPE_VOCAB, (n,), generator=generator).tolist() for n in lengths]
+
+    def single(n):
+        return [generate(model, torch.tensor([p], device=device), n, temperature=0)[0, len(p):].tolist()
+                for p in prompts]
+
+    batched_rate, batched = best_rate(lambda n: generate_batch(model, prompts, n, temperature=0),
+                                      new_tokens, device, repeats)
+    single_rate, alone = best_rate(single, new_tokens, device, repeats)
+    return {"batched": batched_rate * n_prompts, "single": single_rate * n_prompts,
+            "same_tokens": batched == alone}
 
 
 def bpe_training_seconds(n_chars: int = 1_000_000, vocab_size: int = 1024) -> float:
@@ -210,13 +274,24 @@ def main(argv=None) -> int:
               "matmul peak")
     if "decode" in sections:
         speed = decode_speed(args.new_tokens, device=device)
-        line = (f"decode  {args.new_tokens} tokens, batch 1, greedy: KV cache {speed['kv_cache']:,.0f} "
-                f"tokens/s, no cache {speed['no_cache']:,.0f} tokens/s "
-                f"({speed['kv_cache'] / speed['no_cache']:.1f}x)")
-        if "transformers" in speed:
-            line += (f", transformers generate {speed['transformers']:,.0f} tokens/s "
-                     f"(ours {speed['kv_cache'] / speed['transformers']:.2f}x)")
-        print(line + ("" if speed["same_tokens"] else "  WARNING: the outputs differ"))
+        print(f"decode  {args.new_tokens} new tokens, greedy, new tokens/s (all rows together):")
+        print(f"        {'batch':>5}  {'eager':>8}  {'compiled':>8}  {'transformers':>12}  "
+              "compiled/transformers  eager/transformers")
+        for batch in (1, 16):
+            rates = speed[batch]
+            hf = rates.get("transformers")
+            line = (f"        {batch:5d}  {rates['eager']:8,.0f}  {rates['compiled']:8,.0f}  "
+                    + (f"{hf:12,.0f}  {rates['compiled'] / hf:20.2f}x  {rates['eager'] / hf:17.2f}x"
+                       if hf else f"{'(absent)':>12}"))
+            print(line + ("" if rates["same_tokens"] else "  WARNING: the outputs differ"))
+        print(f"        batch 1 without the KV cache: {speed[1]['no_cache']:,.0f} tokens/s; compiling "
+              f"took {speed['compile_seconds']:.1f} s and pays off after "
+              f"{speed['break_even_tokens']:,.0f} tokens")
+        batching = batching_speed(device=device)
+        print(f"batch   16 prompts of 4-34 tokens, 64 new tokens each, greedy: one batch "
+              f"{batching['batched']:,.0f} tokens/s, 16 single calls {batching['single']:,.0f} "
+              f"tokens/s ({batching['batched'] / batching['single']:.1f}x)"
+              + ("" if batching["same_tokens"] else "  WARNING: the outputs differ"))
     if "bpe" in sections:
         seconds = bpe_training_seconds(args.bpe_chars)
         print(f"bpe     BPETokenizer.train on {args.bpe_chars:,} characters, vocab 1024: {seconds:.1f} s")
