@@ -213,7 +213,7 @@ def run_train(args) -> int:
 
     from llmkit.checkpoint import check_output_folder, load_checkpoint
     from llmkit.data.batches import split_train_val
-    from llmkit.device import describe, pick_device, seed_everything
+    from llmkit.device import pick_device, seed_everything
     from llmkit.model import GPT, GPTConfig
     from llmkit.train import TrainConfig, Trainer
 
@@ -248,15 +248,31 @@ def run_train(args) -> int:
         )
     train_ids, val_ids = split_train_val(torch.tensor(tokenizer.encode(text)), args.val_fraction)
     trainer = Trainer(model, train_ids, val_ids, config, device=device, tokenizer=tokenizer)
+    try:
+        return report_training(trainer, args, model, tokenizer, train_ids)
+    finally:
+        from llmkit.distributed import cleanup
+
+        cleanup()   # leave the process group of a run under torchrun
+
+
+def report_training(trainer, args, model, tokenizer, train_ids) -> int:
+    """Resume if asked, train, and print the results (under torchrun: rank 0 prints)."""
+    from llmkit.device import describe
+
+    config, device, main_rank = trainer.config, trainer.device, trainer.group.is_main
     if args.resume:
         trainer.resume(args.out)
-    if not args.json:
-        print(f"{describe(device)}\n{model.num_params():,} parameters, {len(train_ids):,} training "
+    if not args.json and main_rank:
+        processes = f", {trainer.group.world_size} processes" if trainer.group.active else ""
+        print(f"{describe(device)}{processes}\n{model.num_params():,} parameters, {len(train_ids):,} training "
               f"tokens, vocab {tokenizer.vocab_size}", file=sys.stderr)
 
     first_step, start = trainer.step, time.perf_counter()
     trainer.fit()
     wall_s = time.perf_counter() - start
+    if not main_rank:
+        return 0
     evals = [r for r in trainer.history if "val_loss" in r]
     final = evals[-1] if evals and evals[-1]["step"] == trainer.step else trainer.estimate_loss()
     tokens_per_step = config.batch_size * config.grad_accum_steps * trainer.context_length

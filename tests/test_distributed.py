@@ -123,3 +123,53 @@ def test_one_process_is_a_group_of_one(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     group = distributed.setup("cpu")
     assert group == distributed.Group() and group.is_main and not group.active
+
+
+DYING_WORKER = textwrap.dedent('''
+    """Rank 1 dies (as if killed) at its third step; rank 0 would wait for it."""
+    import os, sys
+    sys.path.insert(0, {tests!r})
+    from test_distributed import make_trainer
+
+    trainer = make_trainer(max_steps=1000)
+    step = trainer.train_step
+
+    def train_step():
+        if trainer.group.rank == 1 and trainer.step == 3:
+            os._exit(17)
+        return step()
+
+    trainer.train_step = train_step
+    trainer.fit()
+''')
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_stops_the_others_with_its_name(tmp_path):
+    worker = tmp_path / "worker.py"
+    worker.write_text(DYING_WORKER.format(tests=os.path.dirname(__file__)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LLMKIT_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc_per_node=2", str(worker)],
+                            capture_output=True, text=True, timeout=240, env=env)   # no hang
+    assert result.returncode != 0
+    assert "rank      : 1" in result.stderr and "exitcode  : 17" in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_torchrun_runs_the_command_line_and_rank_0_reports(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat. the dog sat on the log.\n" * 40, encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LLMKIT_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "llmkit", "train", "--data", str(corpus), "--layers", "1", "--heads", "2",
+         "--width", "16", "--context", "16", "--batch-size", "4", "--steps", "4",
+         "--eval-interval", "2", "--device", "cpu", "--quiet", "--out", str(tmp_path / "run"),
+         "--json"], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1 and json.loads(lines[0])["steps"] == 4    # one report, from rank 0
+    saved = load_checkpoint(tmp_path / "run")
+    assert saved.state["world_size"] == 2 and saved.state["step"] == 4
+    assert [r["step"] for r in saved.state["history"] if "val_loss" in r] == [0, 2, 4]
