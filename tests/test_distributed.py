@@ -173,3 +173,14 @@ def test_torchrun_runs_the_command_line_and_rank_0_reports(tmp_path):
     saved = load_checkpoint(tmp_path / "run")
     assert saved.state["world_size"] == 2 and saved.state["step"] == 4
     assert [r["step"] for r in saved.state["history"] if "val_loss" in r] == [0, 2, 4]
+
+
+def test_a_rank_whose_gpu_does_not_exist_says_how_many_there_are(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match="rank 3 needs GPU 3, but this machine has 2; start at most "
+                                         "that many processes per machine"):
+        distributed.setup("cuda")
