@@ -216,6 +216,7 @@ def test_a_full_disk_at_a_save_says_so_and_keeps_the_previous_checkpoint(capsys,
     monkeypatch.setattr(ckpt.torch, "save", full)
     code, _, err = run(capsys, "train", "--data", corpus, *TINY, "--steps", 3, "--out", folder)
     assert code == 1
+    assert "error: could not save the checkpoint to" in err
     assert "the disk is full (no space left on the device)" in err
     assert f"the previous checkpoint in {folder} is unchanged" in err and "free some space" in err
     assert listing(tmp_path) == before             # the old checkpoint, byte for byte
