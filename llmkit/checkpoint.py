@@ -247,8 +247,10 @@ def _write_failed(path: Path, error: OSError) -> CheckpointWriteError:
         what = f"writing failed ({error.strerror or error})"
         todo = "check that the folder can be written and save again"
     kept = f"the previous checkpoint in {path} is unchanged" if path.exists() else "nothing was saved"
-    return CheckpointWriteError(error.errno, f"could not save the checkpoint to {path}: {what}; "
-                                f"{kept} and the partial files were removed. To keep this run, {todo}.")
+    failure = CheckpointWriteError(f"could not save the checkpoint to {path}: {what}; {kept} and "
+                                   f"the partial files were removed. To keep this run, {todo}.")
+    failure.errno = error.errno   # as OSError's own, without "[Errno 28]" in the message
+    return failure
 
 
 # --- loading ----------------------------------------------------------------------------
