@@ -161,7 +161,7 @@ def test_tinytales_conversations_become_examples():
 
 
 @pytest.mark.parametrize("tie", [True, False])
-def test_resize_keeps_old_rows_and_old_logits(tie):
+def test_resize_keeps_old_rows_and_old_logits(tie, tmp_path):
     model = tiny_gpt(20, tie=tie)
     idx = torch.randint(0, 20, (2, 9), generator=torch.Generator().manual_seed(1))
     before_logits = model(idx)[0]
@@ -176,6 +176,12 @@ def test_resize_keeps_old_rows_and_old_logits(tie):
     after_logits = model(idx)[0]
     torch.testing.assert_close(after_logits[..., :20], before_logits, rtol=0, atol=0)
     assert model(torch.tensor([[22, 21, 20]]))[0].shape == (1, 3, 23)   # new ids accepted
+    from llmkit.checkpoint import load_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path / "resized", model)
+    loaded = load_checkpoint(tmp_path / "resized")
+    assert loaded.config.vocab_size == 23
+    torch.testing.assert_close(loaded.model(idx)[0], after_logits, rtol=0, atol=0)
     with pytest.raises(ValueError, match="shrinking would delete"):
         resize_token_embedding(model, 10)
 
