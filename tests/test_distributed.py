@@ -28,7 +28,10 @@ WORKER = textwrap.dedent('''
     from test_distributed import make_trainer
 
     settings = json.loads(sys.argv[1])
+    resume = settings.pop("resume", None)
     trainer = make_trainer(**settings)
+    if resume:
+        trainer.resume(resume)
     trainer.fit()
     if trainer.group.is_main:
         losses = [r["loss"] for r in trainer.history if "loss" in r]
@@ -40,10 +43,11 @@ WORKER = textwrap.dedent('''
 ''')
 
 
-def make_trainer(report=None, **changes) -> Trainer:
+def make_trainer(report=None, dropout=0.0, **changes) -> Trainer:
     """A tiny GPT on a learnable stream; changes go to the TrainConfig."""
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=VOCAB, context_length=16, n_layer=2, n_head=2, d_model=32))
+    model = GPT(GPTConfig(vocab_size=VOCAB, context_length=16, n_layer=2, n_head=2, d_model=32,
+                          dropout=dropout))
     generator = torch.Generator().manual_seed(0)
     ids = torch.arange(3000) % VOCAB
     ids = torch.where(torch.rand(3000, generator=generator) < 0.1,
@@ -102,6 +106,19 @@ def test_the_checkpoint_two_ranks_write_resumes_in_one_process(tmp_path):
     expected = [r["loss"] for r in straight.history if "loss" in r][5:]
     assert len(later) == 3
     assert max(abs(a - b) for a, b in zip(later, expected)) < 1e-5
+
+
+@pytest.mark.slow
+def test_two_ranks_resume_their_own_run_bit_for_bit(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c").mkdir()
+    # Dropout on: each rank's own random stream must be saved and restored too.
+    straight = torchrun(tmp_path / "a", 2, max_steps=8, dropout=0.1)
+    torchrun(tmp_path / "b", 2, max_steps=5, dropout=0.1, out_dir=str(tmp_path / "run"))
+    resumed = torchrun(tmp_path / "c", 2, max_steps=8, dropout=0.1, resume=str(tmp_path / "run"))
+    assert len(resumed["losses"]) == 8
+    assert resumed["losses"] == straight["losses"]      # exact, not approx
 
 
 def test_a_global_batch_that_does_not_divide_is_refused():
