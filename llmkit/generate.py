@@ -11,8 +11,10 @@ repeat. The lesson builds the reshaping step by step, and so does this file:
    and `generate_text` (str in, str out), with a KV cache so each step feeds one token;
    greedy decoding (temperature 0) skips the distribution and takes the argmax directly;
    `generate_batch` and `generate_texts` run prompts of different lengths as one batch
-   (left padding, masked out of attention, positions counted from each row's first token);
-3. `format_chat`, the chat template of lessons 09-10.
+   (left padding, masked out of attention, positions counted from each row's first token).
+
+The chat template of lessons 09-10 is `llmkit.chat_template`, a conversation that streams
+its replies `llmkit.chat.ChatSession`, and the compiled fast path `llmkit.fast_decode`.
 
 Temperature 0 means greedy decoding (always the most likely token).
 """
@@ -22,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+
+from llmkit.evaluate import eval_mode
 
 # --- 1. shaping the distribution ---------------------------------------------------------
 
@@ -263,29 +267,23 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: floa
     if n_pad is not None:
         n_pad = check_padding(n_pad, idx)
     stop = None if not stop_tokens else torch.tensor(list(stop_tokens), device=idx.device)
-    was_training = model.training
-    model.eval()
     new_tokens = []
-    try:
-        # inference_mode, not just no_grad: it also skips autograd's bookkeeping on every
-        # tensor, which is a real share of the time of a small model's decoding step.
-        with torch.inference_mode():
-            finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
-            tokens = sample_tokens(model, idx, max_new_tokens, temperature=temperature,
-                                   top_k=top_k, top_p=top_p,
-                                   repetition_penalty=repetition_penalty,
-                                   use_kv_cache=use_kv_cache, generator=generator, n_pad=n_pad,
-                                   past_context=past_context, cache=cache, step=step)
-            for token in tokens:
-                if stop is not None:
-                    previous = new_tokens[-1] if new_tokens else token
-                    token = torch.where(finished, previous, token)
-                    finished |= torch.isin(token, stop)
-                new_tokens.append(token)
-                if stop is not None and bool(finished.all()):
-                    break
-    finally:
-        model.train(was_training)
+    # inference_mode, not just eval_mode's no_grad: it also skips autograd's bookkeeping on
+    # every tensor, which is a real share of the time of a small model's decoding step.
+    with eval_mode(model), torch.inference_mode():
+        finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+        tokens = sample_tokens(model, idx, max_new_tokens, temperature=temperature,
+                               top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                               use_kv_cache=use_kv_cache, generator=generator, n_pad=n_pad,
+                               past_context=past_context, cache=cache, step=step)
+        for token in tokens:
+            if stop is not None:
+                previous = new_tokens[-1] if new_tokens else token
+                token = torch.where(finished, previous, token)
+                finished |= torch.isin(token, stop)
+            new_tokens.append(token)
+            if stop is not None and bool(finished.all()):
+                break
     # Joined outside inference mode, so the result is an ordinary tensor that later code
     # may train on (autograd refuses to save inference-mode tensors for backward).
     if not new_tokens:
@@ -308,6 +306,8 @@ def stream(model, idx: torch.Tensor, max_new_tokens: int, *, stop_tokens=None,
             "Use generate() for several."
         )
     stop = set(stop_tokens or ())
+    # Not eval_mode: its no_grad would stay switched on in the caller's code between
+    # yields, where the decorator's inference mode is lifted. So the mode by hand.
     was_training = model.training
     model.eval()
     try:
@@ -399,45 +399,3 @@ def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int,
     stop = set(options.get("stop_tokens") or ())
     rows = generate_batch(model, [tokenizer.encode(p) for p in prompts], max_new_tokens, **options)
     return [tokenizer.decode(row[:-1] if row and row[-1] in stop else row) for row in rows]
-
-
-# --- 3. the chat template --------------------------------------------------------------
-
-CHAT_ROLES = ("system", "user", "assistant")
-END_OF_TURN = "<|end|>"
-
-
-def format_chat(messages: list[dict], add_generation_prompt: bool = True) -> str:
-    """Render a conversation as the text a chat model is trained on and prompted with.
-
-    messages: [{"role": "system" | "user" | "assistant", "content": str}, ...]. Each turn
-    becomes `<|role|>\\ncontent<|end|>\\n`; with add_generation_prompt the text ends with
-    `<|assistant|>\\n`, so the model's continuation is the assistant's reply, and
-    `<|end|>` is the stop token that ends it. For example
-
-        <|user|>
-        Who found the key?<|end|>
-        <|assistant|>
-
-    The markers are meant to be special tokens of the tokenizer (one id each).
-    """
-    if not isinstance(messages, (list, tuple)):
-        raise ValueError(
-            "messages must be a list of {'role', 'content'} dicts, "
-            f"got {type(messages).__name__}."
-        )
-    parts = []
-    for number, message in enumerate(messages):
-        if not isinstance(message, dict) or set(message) != {"role", "content"}:
-            raise ValueError(
-                f"message {number} must be a dict with exactly 'role' and 'content', "
-                f"got {message!r}."
-            )
-        if message["role"] not in CHAT_ROLES:
-            raise ValueError(
-                f"message {number} has role {message['role']!r}; use one of {CHAT_ROLES}."
-            )
-        parts.append(f"<|{message['role']}|>\n{message['content']}{END_OF_TURN}\n")
-    if add_generation_prompt:
-        parts.append("<|assistant|>\n")
-    return "".join(parts)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from llmkit.generate import (apply_repetition_penalty, apply_temperature, format_chat, generate,
+from llmkit.generate import (apply_repetition_penalty, apply_temperature, generate,
                              generate_batch, generate_text, generate_texts, left_pad,
                              next_token_probs, stream, top_k_filter, top_p_filter)
 from llmkit.model import GPT, GPTConfig
@@ -352,13 +352,3 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="top_p"):
         generate(model, prompt(), 3, top_p=0.0)
     assert torch.equal(generate(model, prompt(), 0), prompt())
-
-
-def test_format_chat_marks_each_turn_and_ends_with_the_assistant_prompt():
-    text = format_chat([{"role": "system", "content": "Be kind."},
-                        {"role": "user", "content": "Hi!"}])
-    assert text == "<|system|>\nBe kind.<|end|>\n<|user|>\nHi!<|end|>\n<|assistant|>\n"
-    reply = format_chat([{"role": "assistant", "content": "Hello."}], add_generation_prompt=False)
-    assert reply == "<|assistant|>\nHello.<|end|>\n"
-    with pytest.raises(ValueError, match="role"):
-        format_chat([{"role": "robot", "content": "x"}])

@@ -217,16 +217,15 @@ class GPT(nn.Module):
             return StaticKVCache(*shapes, device=weight.device, dtype=weight.dtype)
         return KVCache(*shapes)
 
-    @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """idx: (B, T) int64 -> one softmax weight tensor (B, n_head, T, T) per layer.
 
         Computed in eval mode (no dropout) by the readable attention path; the tuple is the
         layout bertviz's head_view and model_view take (with B = 1).
         """
-        was_training = self.training
-        self.eval()
-        try:
+        from llmkit.evaluate import eval_mode   # here: llmkit.evaluate imports llmkit.model
+
+        with eval_mode(self):
             self.check_input(idx)
             x = self.embed(idx)
             maps = []
@@ -234,8 +233,6 @@ class GPT(nn.Module):
                 maps.append(block.attention_weights(x))
                 x = block(x)
             return tuple(maps)
-        finally:
-            self.train(was_training)
 
     # --- counting -----------------------------------------------------------------------
 
