@@ -197,7 +197,7 @@ class Trainer:
         lr = learning_rate(self.step, self.config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss = self.compute_gradients()
+        loss = self._first_compiled_gradients() if self.compile_pending else self.compute_gradients()
         self.scaler.unscale_(self.optimizer)     # clip the true gradients, not scaled ones
         grad_norm = self.clip_gradients()
         self.scaler.step(self.optimizer)         # skipped if float16 gradients overflowed
@@ -239,18 +239,29 @@ class Trainer:
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, precision=self.config.precision):
-            if not self.compile_pending:
-                return self.forward(x, y)[1]
-            # torch.compile compiles on the first call; without a working compiler (or
-            # for a model it cannot trace) the model still trains, just eagerly.
-            self.compile_pending = False
-            try:
-                return self.forward(x, y)[1]
-            except Exception as error:
-                warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); "
-                              "training without it.")
-                self.forward = self.wrapped
-                return self.forward(x, y)[1]
+            return self.forward(x, y)[1]
+
+    def _first_compiled_gradients(self) -> torch.Tensor:
+        """compute_gradients for the first step of a compiled model, which compiles both the
+        forward (at the first call) and the backward (at the first backward). Where either
+        fails (no C++ compiler, a model it cannot trace), one warning, and the whole step runs
+        again eagerly from the same batches and random state."""
+        self.compile_pending = False
+        rng = (self.batch_generator.get_state(), torch.get_rng_state(), self.tokens_seen,
+               torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+        try:
+            return self.compute_gradients()
+        except Exception as error:
+            warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); "
+                          "training without it.")
+        self.forward = self.wrapped
+        self.optimizer.zero_grad(set_to_none=True)
+        self.batch_generator.set_state(rng[0])
+        torch.set_rng_state(rng[1])
+        self.tokens_seen = rng[2]
+        if rng[3] is not None:
+            torch.cuda.set_rng_state_all(rng[3])
+        return self.compute_gradients()
 
     def clip_gradients(self) -> torch.Tensor:
         """Scale all gradients down together so their global norm is at most grad_clip.

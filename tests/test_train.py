@@ -287,6 +287,32 @@ def test_failed_compile_falls_back_to_eager(monkeypatch):
     assert trainer.step == 3 and trainer.forward is trainer.model
 
 
+class FailsBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("backward graph failed to compile")
+
+
+def test_compile_failing_in_backward_falls_back_for_the_whole_step(monkeypatch):
+    def compile_that_breaks_backward(model, **kwargs):
+        return lambda x, y: (None, FailsBackward.apply(model(x, y)[1]))
+
+    eager = make_trainer(tiny_model(dropout=0.1), max_steps=4, eval_interval=0)
+    eager.fit()
+    monkeypatch.setattr(torch, "compile", compile_that_breaks_backward)
+    trainer = make_trainer(tiny_model(dropout=0.1), max_steps=4, eval_interval=0, compile=True)
+    with pytest.warns(UserWarning, match="torch.compile failed .*backward graph failed") as caught:
+        trainer.fit()
+    assert len([w for w in caught if "torch.compile" in str(w.message)]) == 1   # one warning
+    assert trainer.forward is trainer.model
+    # The failed attempt left no trace: same batches, dropout draws and losses as eager.
+    assert step_losses(trainer.history) == step_losses(eager.history)
+
+
 # --- exact resume ------------------------------------------------------------------------------
 
 
