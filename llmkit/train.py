@@ -17,11 +17,14 @@ loss before backward and divides the gradients again before clipping.
 
 The pieces live beside it: the settings in `llmkit.train_config`, the schedule and the
 parameter groups in `llmkit.optim`, the fixed-set losses in `llmkit.evaluate`, the batch
-sources in `llmkit.data.batches`, the files in `llmkit.checkpoint`. Every `eval_interval` steps the loss on a fixed set of training and
-of validation batches is measured (the same batches every time, so the curves are
-comparable). Callbacks (the live dashboard of lesson 07, a notebook's own printing) see
-every record. A loss that turns nan or inf stops the run with `TrainingDiverged` before
-anything is saved, so a good checkpoint is never replaced by a broken one.
+sources in `llmkit.data.batches`, the files in `llmkit.checkpoint`, the processes of a run
+under torchrun in `llmkit.distributed` (the same Trainer, one process or several).
+
+Every `eval_interval` steps the loss on a fixed set of training and of validation batches
+is measured (the same batches every time, so the curves are comparable). Callbacks (the
+live dashboard of lesson 07, a notebook's own printing) see every record. A loss that
+turns nan or inf stops the run with `TrainingDiverged` before anything is saved, so a good
+checkpoint is never replaced by a broken one.
 
 `Trainer.save_checkpoint` writes the weights, the optimizer, the step, every random
 number generator and the history, and `Trainer.resume` reads them back, so a run stopped at
@@ -32,9 +35,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from contextlib import nullcontext
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -76,12 +79,14 @@ class Trainer:
     model: maps (x, y) to (output, loss), loss being the mean over y's targets that are not
         IGNORE_INDEX, as `llmkit.model.GPT` does for x (B, T) and y (B, T); a classifier
         does it for y (B,). Saving checkpoints needs the protocol of `llmkit.checkpoint`.
-    train, val: the data, each a token stream ((n,) ids: list, array or tensor), a
+    train_ids, val_ids: the data, each a token stream ((n,) ids: list, array or tensor), a
         `TokenStream` or an `ExampleSet` of padded examples (llmkit.data.batches).
     config: a TrainConfig (defaults if None). callbacks: objects with any of
         on_train_start(trainer), on_step(trainer, record), on_eval(trainer, record),
         on_train_end(trainer); setting `trainer.should_stop = True` ends `fit()` after the
         current step. device: overrides config.device. tokenizer: saved with checkpoints.
+    Under torchrun, config.batch_size is the global batch: each process trains on its
+    share, and rank 0 alone evaluates, calls the callbacks and writes checkpoints.
 
     After `fit()`, `trainer.history` holds one record per step
     {step, loss, lr, grad_norm, tokens_per_sec, elapsed} and one per evaluation
@@ -231,7 +236,7 @@ class Trainer:
             x, y = to_device(x, y, self.device)
             last = i == len(batches) - 1
             with self.wrapped.no_sync() if self.group.active and not last else nullcontext():
-                loss = self._loss(x, y) * (count / total_count)
+                loss = self._loss(x, y) * (count / total_count if total_count else 0.0)
                 self.scaler.scale(loss * self.group.world_size).backward()
             total += loss.detach().float()
             self.tokens_seen += x.numel() * self.group.world_size
