@@ -100,8 +100,9 @@ def cheating_notebook():
              "def bigram_probs(counts, smoothing=1.0):\n    return finished(counts, smoothing)\n")
     # An honest answer in a cell that also rewrites the checks and `check` itself.
     set_task(notebook, "bigram-sample",
-             "import llmkit.grading, llmkit.grading.exercises_01 as hidden\n"
-             "for exercise in hidden.EXERCISES:\n    exercise.compare = lambda answer, case: None\n"
+             "import llmkit.grading\nfrom llmkit.grading.catalog import ASSIGNMENTS\n"
+             "for exercise in ASSIGNMENTS['01_bigrams'].exercises:\n"
+             "    exercise.compare = lambda answer, case: None\n"
              "llmkit.grading.check = lambda *args: 'passed'\n" + SAMPLE)
     set_task(notebook, "bigram-cross_entropy",
              "import llmkit.grading.exercise as machinery\n"
@@ -270,14 +271,14 @@ def test_source_notebooks_match_their_exercise_definitions(name):
     assert 4 <= len(assignment.exercises) <= 6
 
 
-def test_package_guard_restores_rewritten_files(tmp_path):
+def test_package_guard_reports_changed_files_and_never_writes(tmp_path):
     (tmp_path / "hidden.py").write_text("CASES = 9\n")
     guard = PackageGuard(tmp_path)
     guard.snapshot()
+    assert guard.changes() == []
     (tmp_path / "hidden.py").write_text("CASES = 0\n")
-    assert guard.restore_changes() == ["hidden.py"]
-    assert (tmp_path / "hidden.py").read_text() == "CASES = 9\n"
-    assert guard.restore_changes() == []
+    assert guard.changes() == ["hidden.py"]
+    assert (tmp_path / "hidden.py").read_text() == "CASES = 0\n"
 
 
 def test_students_are_named_by_their_class_sub_folder(tmp_path):
@@ -416,12 +417,13 @@ def test_solution_notebook_runs_clean_with_every_check_passing(name, monkeypatch
 @pytest.mark.slow
 def test_kernel_run_reports_problems_but_never_changes_the_grade(tmp_path):
     notebook = source("01_bigrams")
-    add_cell(notebook, "import llmkit.grading.exercises_01 as hidden\n"
-                       "open(hidden.__file__, 'a').write('\\n# the hidden tests were here\\n')\n")
+    add_cell(notebook, "import llmkit.grading.catalog as catalog\n"
+                       "hidden = catalog.checks_folder() / '01_bigrams.py'\n"
+                       "open(hidden, 'a').write('\\n# the hidden tests were here\\n')\n")
     add_cell(notebook, "while True:\n    pass\n", position=len(notebook.cells))
     save(notebook, tmp_path / "alice" / "01_bigrams.ipynb")
     save(student("01_bigrams"), tmp_path / "bob" / "01_bigrams.ipynb")
-    hidden = Path(__file__).resolve().parents[1] / "llmkit" / "grading" / "exercises_01.py"
+    hidden = EXERCISES / "checks" / "01_bigrams.py"
     before = hidden.read_bytes()
     limits = Limits(case_timeout=2, exercise_timeout=20, cell_timeout=5, notebook_timeout=60)
     grades = grade_paths([tmp_path], seed=2, limits=limits, execute=True)
@@ -429,7 +431,7 @@ def test_kernel_run_reports_problems_but_never_changes_the_grade(tmp_path):
     alice, bob = grades
     assert alice.total == 12 and bob.total == 0
     assert "hit the time limit" in alice.execution and "ran cleanly" in bob.execution
-    assert any("exercises_01.py" in problem for problem in alice.problems)
+    assert "Read-only file system" in alice.execution  # the sandbox refused the write
     assert math.isfinite(alice.seconds)
 
 

@@ -20,14 +20,15 @@ from __future__ import annotations
 import regex
 import torch
 
-from ..tokenizers.bpe import get_pair_counts, merge_pair
-from .exercise import (Assignment, Case, Exercise, compare_dicts, compare_sequences,
+from llmkit.tokenizers.bpe import get_pair_counts, merge_pair
+from llmkit.grading.exercise import (Assignment, Case, Exercise, compare_dicts, compare_sequences,
                        describe_type)
-from .exercise import random_int as _int
+from llmkit.grading.exercise import random_int as _int
 
 SETUP = "from llmkit.grading import check\n"
 
-FORBIDDEN = tuple(f"llmkit.tokenizers.bpe.{name}" for name in (
+# Every function and class of the BPE reference module, recognised by its code.
+FORBIDDEN = ("llmkit.tokenizers.bpe",) + tuple(f"llmkit.tokenizers.bpe.{name}" for name in (
     "get_pair_counts", "merge_pair", "learn_merges", "BPETokenizer")) + tuple(
     f"llmkit.tokenizers.{name}" for name in ("get_pair_counts", "merge_pair", "BPETokenizer")
 ) + tuple(f"llmkit.grading.exercises_02.{name}" for name in (

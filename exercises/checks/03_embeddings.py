@@ -21,12 +21,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..model.embeddings import sinusoidal_positions
-from ..viz.embeddings import nearest_neighbours as reference_neighbours
-from ..viz.embeddings import pca as reference_pca
-from .exercise import (Assignment, Case, Exercise, compare_sequences, compare_tensors,
+from llmkit.model.embeddings import sinusoidal_positions
+from llmkit.grading.exercise import (Assignment, Case, Exercise, compare_sequences, compare_tensors,
                        describe_type)
-from .exercise import random_int as _int
+from llmkit.grading.exercise import random_int as _int
 
 SETUP = "import torch\nfrom llmkit.grading import check\n"
 
@@ -41,6 +39,17 @@ NEIGHBOURS = ("llmkit.viz.nearest_neighbours", "llmkit.viz.embeddings.nearest_ne
               "llmkit.viz.embeddings.EmbeddingsView")
 PCAS = ("torch.pca_lowrank", "llmkit.viz.pca", "llmkit.viz.embeddings.pca",
         "sklearn.decomposition.PCA")
+
+
+def reference_neighbours(vectors, index, k):
+    # Imported here: llmkit.viz needs plotly, which the instant check must not.
+    from llmkit.viz.embeddings import nearest_neighbours
+    return nearest_neighbours(vectors, index, k)
+
+
+def reference_pca(vectors, n_components):
+    from llmkit.viz.embeddings import pca
+    return pca(vectors, n_components)
 
 
 def _vectors(generator, n, d) -> torch.Tensor:
@@ -285,7 +294,7 @@ EXERCISES = [
                   "for ids of any shape (a (B, T) batch too): put a 1.0 where the last index "
                   "equals the id, 0.0 elsewhere (broadcasting against torch.arange helps)."),
     Exercise("embed.embed", "embed", 2, "Token plus position embeddings",
-             _embed_cases, _compare_embed, forbidden=LOOKUPS,
+             _embed_cases, _compare_embed, forbidden=LOOKUPS, forbidden_ops=("embedding",),
              hint="one_hot(ids, V) has shape (B, T, V); matmul with the (V, d) token table gives "
                   "(B, T, d). Then add the first T rows of the position table: a (T, d) tensor "
                   "broadcasts over the batch."),
@@ -296,6 +305,7 @@ EXERCISES = [
                   "the sines ([:, 0::2]) and the odd ones with the cosines ([:, 1::2])."),
     Exercise("embed.cosine", "cosine_similarity_matrix", 2, "Cosine similarity of every pair",
              _cosine_cases, _compare_cosine, forbidden=COSINES,
+             forbidden_ops=("_cdist_forward",),
              hint="Divide each row by its length (torch.linalg.vector_norm(..., dim=1, "
                   "keepdim=True)); then one matrix product of the unit rows with their "
                   "transpose gives every pair's cosine."),

@@ -16,18 +16,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import mlp_lm
-from .exercise import (Assignment, Case, Exercise, compare_numbers, compare_tensors,
+from llmkit import mlp_lm
+from llmkit.grading.exercise import (Assignment, Case, Exercise, compare_numbers, compare_tensors,
                        describe_type)
-from .exercise import random_int as _int, random_normal as _randn
+from llmkit.grading.exercise import random_int as _int, random_normal as _randn
 
 SETUP = "import math\nimport torch\nfrom llmkit.grading import check\n"
 
-MLP_LM = tuple(f"llmkit.mlp_lm.{name}" for name in (
-    "linear", "gelu_tanh", "softmax", "cross_entropy", "layer_norm", "rms_norm",
-    "linear_backward", "context_windows", "HiddenLayer", "MLPLanguageModel", "evaluate",
-    "fit", "sample",
-))
+MLP_LM = ("llmkit.mlp_lm",)  # the lesson's reference module, every function in it
+# The ATen kernels behind each finished op, caught whatever Python route reached them
+# (`x.softmax()`, `F.softmin(-x)`, `torch._C._nn...`).
+SOFTMAX_KERNELS = ("_softmax", "_log_softmax", "logsumexp")
+CROSS_ENTROPY_KERNELS = ("_log_softmax", "logsumexp", "nll_loss_forward", "nll_loss2d_forward")
+LAYER_NORM_KERNELS = ("native_layer_norm", "native_group_norm", "_fused_rms_norm")
 
 GELU_OPS = ("torch.nn.functional.gelu", "torch.nn.GELU")
 SOFTMAX_OPS = ("torch.nn.functional.softmax", "torch.softmax", "torch.special.softmax",
@@ -242,22 +243,24 @@ def _compare_backward(answer, case):
 
 EXERCISES = [
     Exercise("neurons.gelu", "gelu_tanh", 2, "GELU, tanh approximation",
-             _gelu_cases, _compare_gelu, forbidden=GELU_OPS + MLP_LM,
+             _gelu_cases, _compare_gelu, forbidden=GELU_OPS + MLP_LM, forbidden_ops=("gelu",),
              hint="Write the formula elementwise with torch.tanh: 0.5 * x * (1 + tanh(c * (x + "
                   "0.044715 * x**3))) with c = sqrt(2 / pi)."),
     Exercise("neurons.softmax", "softmax", 2, "A stable softmax",
              _softmax_cases, _compare_softmax, forbidden=SOFTMAX_OPS + MLP_LM,
+             forbidden_ops=SOFTMAX_KERNELS,
              hint="Subtract each row's largest logit (amax over the last dim, keepdim=True) "
                   "before exp; it cancels in the ratio, so the answer is unchanged, but the "
                   "largest exp is now exp(0) = 1."),
     Exercise("neurons.cross_entropy", "cross_entropy", 2, "Cross-entropy from logits",
              _cross_entropy_cases, _compare_cross_entropy,
-             forbidden=CROSS_ENTROPY_OPS + MLP_LM,
+             forbidden=CROSS_ENTROPY_OPS + MLP_LM, forbidden_ops=CROSS_ENTROPY_KERNELS,
              hint="Work with log-probabilities, never probabilities: log p = (z - max) - "
                   "log(sum(exp(z - max))) per row. Pick each row's target entry with "
                   "[torch.arange(N), targets], average, and flip the sign."),
     Exercise("neurons.layer_norm", "layer_norm", 2, "Layer norm",
              _layer_norm_cases, _compare_layer_norm, forbidden=LAYER_NORM_OPS + MLP_LM,
+             forbidden_ops=LAYER_NORM_KERNELS,
              hint="Mean and variance over the last dimension (keepdim=True); the variance "
                   "divides by d; eps goes inside the square root; then * weight + bias."),
     Exercise("neurons.windows", "context_windows", 2, "Context windows",

@@ -19,10 +19,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..model.attention import CausalSelfAttention
-from ..model.config import GPTConfig
-from .exercise import Assignment, Case, Exercise, compare_tensors
-from .exercise import random_int as _int, random_normal as _randn
+from llmkit.model.attention import CausalSelfAttention
+from llmkit.model.config import GPTConfig
+from llmkit.grading.exercise import Assignment, Case, Exercise, compare_tensors
+from llmkit.grading.exercise import random_int as _int, random_normal as _randn
 
 SETUP = "import math\nimport torch\nfrom llmkit.grading import check\n"
 
@@ -30,12 +30,18 @@ LLMKIT_ATTENTION = tuple(f"llmkit.model.attention.{name}" for name in (
     "masked_attention", "causal_mask", "CausalSelfAttention",
 ))
 FUSED_ATTENTION = ("torch.nn.functional.scaled_dot_product_attention",
+                   "torch._C._nn.scaled_dot_product_attention",
                    "torch.nn.MultiheadAttention",
                    "torch.nn.functional.multi_head_attention_forward")
 TRIANGLES = ("torch.tril", "torch.triu", "torch.tril_indices", "torch.triu_indices")
 ENTROPY_OPS = ("torch.special.entr", "torch.distributions.Categorical",
                "torch.distributions.categorical.Categorical")
 OFF_LIMITS = LLMKIT_ATTENTION + FUSED_ATTENTION
+# The fused attention kernels, whatever route reaches them (the CPU one is the first).
+ATTENTION_KERNELS = ("_scaled_dot_product_flash_attention_for_cpu",
+                     "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+                     "_scaled_dot_product_cudnn_attention", "_native_multi_head_attention")
+TRIANGLE_KERNELS = ("tril", "triu", "tril_indices", "triu_indices")
 
 
 def _batch(generator) -> tuple[int, ...]:
@@ -306,14 +312,17 @@ def _compare_entropy(answer, case):
 EXERCISES = [
     Exercise("attention.weights", "attention_weights", 2, "Attention weights",
              _weights_cases, _compare_weights, forbidden=OFF_LIMITS,
+             forbidden_ops=ATTENTION_KERNELS,
              hint="Scores are q @ k.transpose(-2, -1): one row per query, one column per key. "
                   "Divide by sqrt(d), the width of q, then softmax along the last dimension."),
     Exercise("attention.causal_mask", "causal_mask", 2, "The causal mask",
              _mask_cases, _compare_mask, forbidden=OFF_LIMITS + TRIANGLES,
+             forbidden_ops=ATTENTION_KERNELS + TRIANGLE_KERNELS,
              hint="Query i may look at key j exactly when j <= i. Compare a column of "
                   "positions with a row of positions (torch.arange and broadcasting)."),
     Exercise("attention.causal", "causal_attention", 2, "Causal single-head attention",
              _causal_cases, _compare_causal, forbidden=OFF_LIMITS,
+             forbidden_ops=ATTENTION_KERNELS,
              hint="Scores q @ k^T / sqrt(d); scores.masked_fill(~mask, float('-inf')) where the "
                   "mask is False; softmax along the keys; then the weights @ v."),
     Exercise("attention.split_heads", "split_heads", 2, "Split the width into heads",
@@ -323,12 +332,14 @@ EXERCISES = [
     Exercise("attention.multi_head", "multi_head_attention", 3,
              "Multi-head causal attention from weight matrices",
              _multi_head_cases, _compare_multi_head, forbidden=OFF_LIMITS,
+             forbidden_ops=ATTENTION_KERNELS,
              hint="qkv = x @ qkv_weight.T + qkv_bias is (B, T, 3 * d_model); cut it into q, k, v "
                   "along the last dimension (d_model each); split each into heads; causal "
                   "attention per head; put the heads back side by side (transpose, then "
                   "reshape to (B, T, d_model)); then the output projection."),
     Exercise("attention.entropy", "attention_entropy", 2, "Stretch: attention entropy per head",
              _entropy_cases, _compare_entropy, forbidden=OFF_LIMITS + ENTROPY_OPS,
+             forbidden_ops=("special_entr",),
              hint="Per row: H = -sum_j w_j ln w_j, where a term with w_j = 0 counts as 0 "
                   "(choose 0 instead of the product there). Then average over the batch "
                   "and the queries, so that one number per head is left."),

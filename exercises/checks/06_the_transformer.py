@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from llmkit.model import GPT, MLP, Block, GPTConfig
 from llmkit.model.gpt2 import convert_state_dict
 
-from .exercise import Assignment, Case, Exercise, compare_tensors, describe_type
-from .exercise import random_int as _int, random_normal as _randn
+from llmkit.grading.exercise import Assignment, Case, Exercise, compare_tensors, describe_type
+from llmkit.grading.exercise import random_int as _int, random_normal as _randn
 
 SETUP = ("import math\nimport torch\nimport torch.nn.functional as F\n"
          "from llmkit.grading import check\n")

@@ -17,13 +17,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..data.batches import get_batch as reference_get_batch
-from ..model import GPT, GPTConfig
-from ..train import TrainConfig, decay_parameter_names
-from ..train import learning_rate as reference_learning_rate
-from .exercise import (Assignment, Case, Exercise, compare_numbers, compare_tensors,
+from llmkit.data.batches import get_batch as reference_get_batch
+from llmkit.model import GPT, GPTConfig
+from llmkit.train import TrainConfig, decay_parameter_names
+from llmkit.train import learning_rate as reference_learning_rate
+from llmkit.grading.exercise import (Assignment, Case, Exercise, compare_numbers, compare_tensors,
                        describe_type)
-from .exercise import random_int as _int, random_normal as _randn
+from llmkit.grading.exercise import random_int as _int, random_normal as _randn
 
 SETUP = "import math\nimport torch\nimport torch.nn.functional as F\nfrom llmkit.grading import check\n"
 
@@ -38,7 +38,8 @@ CLIP_OPS = ("torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad.clip_gra
             "torch.nn.utils.clip_grad_norm", "torch.nn.utils.clip_grads_with_norm_",
             "torch.nn.utils.get_total_norm", "torch.nn.utils.clip_grad.get_total_norm",
             "torch.nn.utils.clip_grad.clip_grads_with_norm_", "torch._foreach_norm")
-ADAM_OPS = ("torch.optim.AdamW", "torch.optim.Adam", "torch.optim.adamw.AdamW",
+ADAM_OPS = ("torch.optim.adam", "torch.optim.adamw", "torch.optim._functional",
+            "torch.optim.AdamW", "torch.optim.Adam", "torch.optim.adamw.AdamW",
             "torch.optim.adam.Adam", "torch.optim.adamw.adamw", "torch.optim.adam.adam",
             "torch.optim._functional.adamw", "torch.optim._functional.adam")
 
@@ -316,7 +317,7 @@ EXERCISES = [
              hint="Decide by the number of dimensions of each shape: matrices (and anything "
                   "with more dimensions) decay; vectors do not."),
     Exercise("pretrain.clip", "clip_gradients", 2, "Global gradient-norm clipping",
-             _clip_cases, _compare_clip, forbidden=CLIP_OPS + TRAIN,
+             _clip_cases, _compare_clip, forbidden=CLIP_OPS + TRAIN, forbidden_ops=("_foreach_norm",),
              hint="The global norm is the square root of the sum of the squares of every "
                   "number in every gradient. Scale all gradients by one factor, "
                   "max_norm / (norm + 1e-6), and only when that factor is below 1."),
@@ -327,6 +328,7 @@ EXERCISES = [
                   "share of all the examples."),
     Exercise("pretrain.adamw", "adamw_step", 3, "Stretch: one AdamW step by hand",
              _adamw_cases, _compare_adamw, forbidden=ADAM_OPS + TRAIN,
+             forbidden_ops=("_fused_adam_", "_fused_adamw_"),
              hint="Decay the parameter first (param * (1 - lr * weight_decay)), update the two "
                   "running averages, divide each by its bias correction 1 - beta**step, then "
                   "step by lr * m_hat / (sqrt(v_hat) + eps)."),

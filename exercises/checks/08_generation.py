@@ -22,13 +22,13 @@ import math
 
 import torch
 
-from .. import generate
-from .exercise import Assignment, Case, Exercise, compare_tensors, describe_type
-from .exercise import random_int as _int
+from llmkit import generate
+from llmkit.grading.exercise import Assignment, Case, Exercise, compare_tensors, describe_type
+from llmkit.grading.exercise import random_int as _int
 
 SETUP = "import math\nimport torch\nfrom llmkit.grading import check\n"
 
-GENERATE = tuple(f"llmkit.generate.{name}" for name in (
+GENERATE = ("llmkit.generate",) + tuple(f"llmkit.generate.{name}" for name in (
     "apply_temperature", "top_k_filter", "top_p_filter", "apply_repetition_penalty",
     "next_token_probs", "sample_tokens", "generate", "stream", "generate_text",
 ))

@@ -10,6 +10,14 @@ yet", still only reports, so the student notebooks run clean too).
 
 The instant check runs in the learner's own kernel and is there to help; the batch grader
 (`python -m llmkit grade`) does not trust it and runs its own, larger set of hidden cases.
+
+Under nbgrader's autograder (which sets $NBGRADER_EXECUTION in the kernel's environment)
+the check cell is the graded cell, so `check` turns into a grader: it runs the hidden
+cases of seed $LLMKIT_GRADING_SEED (default 0, as `python -m llmkit grade --seed 0`),
+raises AssertionError when the task earns nothing (not done, failed, forbidden), and
+otherwise returns the points earned as a number, which nbgrader takes as the cell's
+(partial) grade. The same seed gives the same cases and the same points as the batch
+grader for a notebook that does not attack it (the batch grader also isolates each task).
 """
 
 from __future__ import annotations
@@ -17,15 +25,20 @@ from __future__ import annotations
 import html
 import os
 import random
+import sys
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 from . import codec
-from .catalog import find_exercise
-from .exercise import TookTooLong, finished_pieces, forbidding, judge, run_case, time_limit
+from .catalog import MODULE_PREFIX, find_exercise
+from .exercise import TookTooLong, hidden_cases, judge, run_case, time_limit
+from .forbid import Rules, Watch
 
 STRICT_ENV = "LLMKIT_CHECK_STRICT"
+NBGRADER_ENV = "NBGRADER_EXECUTION"
+SEED_ENV = "LLMKIT_GRADING_SEED"
 TIME_LIMIT_S = 30  # per case; every case of every exercise takes well under a second
 
 _SYMBOLS = {"passed": "✅", "failed": "❌", "error": "❌", "not done": "⏳", "forbidden": "⛔"}
@@ -76,43 +89,77 @@ class CheckResult:
                 f'margin: 4px 0">{"".join(parts)}</div>')
 
 
-def check(exercise_id: str, fn) -> CheckResult:
+def rules_for(exercise) -> Rules:
+    """What `exercise` rules out, plus every function of the check files themselves (their
+    references and helpers are finished pieces for every task)."""
+    own = tuple(name for name in sys.modules if name.startswith(MODULE_PREFIX + "."))
+    return Rules(pieces=tuple(exercise.forbidden) + own, ops=tuple(exercise.forbidden_ops))
+
+
+def check(exercise_id: str, fn):
     """Run `fn` on a few fresh cases of exercise `exercise_id` and say how it did.
 
     exercise_id: e.g. "bigram.counts" (a ValueError lists the known ids).
-    fn: the learner's function. Returns a CheckResult (see the module docstring).
+    fn: the learner's function. Returns a CheckResult (see the module docstring), or under
+    nbgrader's autograder the points earned (raising AssertionError when there are none).
     """
     exercise = find_exercise(exercise_id)
     if not callable(fn):
         raise ValueError(f"check({exercise_id!r}, ...) needs your function itself, e.g. "
                          f"check({exercise_id!r}, {exercise.function}); got "
                          f"{type(fn).__name__}.")
-    for name, piece in finished_pieces(exercise.forbidden).items():
-        if fn is piece:  # e.g. `from llmkit.bigram import count_bigrams` and check that
-            return CheckResult(exercise.id, exercise.title, "forbidden",
-                               f"this is {name} itself, the finished piece this task asks "
-                               "you to build; write your own version.", None, 0, 0)
+    if os.environ.get(NBGRADER_ENV):
+        return _nbgrader_grade(exercise, fn)
     generator = torch.Generator().manual_seed(random.SystemRandom().randrange(2**31))
-    cases = exercise.make_cases(generator, False)
-    n_passed, status, message = 0, "passed", None
+    result = _run(exercise, fn, exercise.make_cases(generator, False), stop_early=True)
+    if result.status not in ("passed", "not done") and os.environ.get(STRICT_ENV) == "1":
+        raise AssertionError(str(result))
+    return result
+
+
+def _run(exercise, fn, cases, stop_early: bool) -> CheckResult:
+    n_passed, first = 0, None
+    watch = Watch(rules_for(exercise))
     for case in cases:
-        used = []
+        watch.seen.clear()
         try:
-            with forbidding(exercise.forbidden, used.append), time_limit(TIME_LIMIT_S):
-                outcome = run_case(fn, codec.encode(case.args), case.calls)
+            with watch, time_limit(TIME_LIMIT_S):
+                outcome = run_case(fn, codec.encode(case.args), case.calls, watch)
         except TookTooLong:
             outcome = {"answers": None, "error": {
                 "type": "Timeout", "where": "",
                 "message": f"took longer than {TIME_LIMIT_S} s on one small case (an endless "
                            "loop? a while loop whose condition never changes?)"}}
-        outcome["forbidden"] = used
+        outcome["forbidden"] = list(watch.seen)
         status, message = judge(exercise, case, outcome)
-        if status != "passed":
+        if status == "forbidden":
+            first = (status, message)
+            n_passed = 0
             break
-        n_passed += 1
-    hint = exercise.hint if status in ("failed", "error") else None
-    result = CheckResult(exercise.id, exercise.title, status, message, hint, n_passed,
-                         len(cases))
-    if result.status not in ("passed", "not done") and os.environ.get(STRICT_ENV) == "1":
+        if status == "passed":
+            n_passed += 1
+            continue
+        if first is None:
+            first = (status, message)
+        if stop_early:
+            break
+    status, message = first if first is not None else ("passed", None)
+    if status != "forbidden" and first is not None and n_passed and not stop_early:
+        status = "partial"
+    hint = exercise.hint if status in ("failed", "error", "partial") else None
+    return CheckResult(exercise.id, exercise.title, status, message, hint, n_passed,
+                       len(cases))
+
+
+def _nbgrader_grade(exercise, fn) -> float:
+    """The hidden cases, graded as `python -m llmkit grade` grades them (see the module
+    docstring); warnings are silenced, since nbgrader scores output on stderr as zero."""
+    seed = int(os.environ.get(SEED_ENV, "0"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = hidden_cases(exercise, seed)
+        result = _run(exercise, fn, cases, stop_early=False)
+    points = round(exercise.points * result.n_passed / len(cases), 2)
+    if result.status == "forbidden" or points == 0:
         raise AssertionError(str(result))
-    return result
+    return points

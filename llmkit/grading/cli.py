@@ -2,11 +2,14 @@
 
     python -m llmkit grade class/ --csv grades.csv --json grades.json
     python -m llmkit grade alice.ipynb --seed 7 --no-execute
+    python -m llmkit grade --verify grades.json --csv grades.csv [--digest HEX]
 
 PATH is a notebook or a folder (a class folder holds one sub-folder per student). Each
 notebook is run once in a fresh kernel (skip with --no-execute) and every exercise is graded
-with hidden cases in a sandbox. The seed picks the hidden cases; the same seed gives the
-same cases, so a grade can be reproduced.
+with hidden cases, each student in sandboxes of their own (see exercises/README.md). The
+seed picks the hidden cases; the same seed gives the same cases, so a grade can be
+reproduced. The gradebook files are written last, after every student's code has ended;
+the digest printed with them (also inside the JSON) lets `--verify` detect a later change.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import random
 import sys
 
 from .grader import Limits, grade_paths
-from .gradebook import format_table, write_csv, write_json
+from .gradebook import format_table, verify_json, write_csv, write_json
+from .isolation import protections
 
 
 def main(argv=None) -> int:
@@ -26,7 +30,10 @@ def main(argv=None) -> int:
         argv = argv[1:]
     parser = argparse.ArgumentParser(prog="python -m llmkit grade", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="notebooks or folders")
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="notebooks or folders")
+    parser.add_argument("--verify", metavar="JSON",
+                        help="check a JSON gradebook (and --csv) against its digest; no grading")
+    parser.add_argument("--digest", help="with --verify: the digest the grader printed")
     parser.add_argument("--csv", help="write a CSV gradebook here")
     parser.add_argument("--json", help="write a JSON gradebook (with all feedback) here")
     parser.add_argument("--seed", type=int, help="seed of the hidden cases (default: random)")
@@ -42,6 +49,14 @@ def main(argv=None) -> int:
     parser.add_argument("--memory-mb", type=int, default=defaults.memory_mb,
                         help="memory per graded exercise in MiB (default %(default)s)")
     args = parser.parse_args(argv)
+    if args.verify:
+        ok, message = verify_json(args.verify, args.csv, args.digest)
+        print(message)
+        return 0 if ok else 1
+    if not args.paths:
+        parser.error("give notebooks or folders to grade (or --verify JSON)")
+    for missing in protections():
+        print(f"warning: grading without protection: {missing}.", file=sys.stderr)
 
     seed = random.SystemRandom().randrange(2**31) if args.seed is None else args.seed
     limits = Limits(cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout,
@@ -62,12 +77,15 @@ def main(argv=None) -> int:
         return 2
     print(format_table(grades))
     print(f"\nseed {seed} (pass --seed {seed} to grade with the same hidden cases)")
+    # Written last: every sandbox of the run is gone by now.
     if args.csv:
         write_csv(grades, args.csv)
         print(f"wrote {args.csv}")
     if args.json:
-        write_json(grades, args.json, seed=seed)
-        print(f"wrote {args.json}")
+        digest = write_json(grades, args.json, seed=seed, csv_path=args.csv)
+        print(f"wrote {args.json}\ngradebook digest {digest} (check later with: python -m "
+              f"llmkit grade --verify {args.json}"
+              + (f" --csv {args.csv}" if args.csv else "") + f" --digest {digest})")
     return 0
 
 

@@ -2,8 +2,9 @@
 
 An `Exercise` names the function the learner writes, its points, how to make test cases
 (inputs plus the reference's answer, computed before any learner code runs), how to
-compare an answer with the reference, a hint, and the finished pieces the learner may not
-call (the `llmkit` reference itself, or a ready-made torch op that does the whole task).
+compare an answer with the reference, a hint, and what the learner's function may not run
+(the `llmkit` reference itself, a ready-made torch function or operator that does the
+whole task; see forbid.py).
 An `Assignment` is one exercise notebook: its setup code and its exercises, in order.
 
 The same definitions drive the instant `check` in the learner's notebook (a few cases)
@@ -14,7 +15,7 @@ shape, dtype, which positions, what was expected there), never how to compute it
 from __future__ import annotations
 
 import contextlib
-import importlib
+import hashlib
 import math
 import os
 import signal
@@ -53,7 +54,10 @@ class Exercise:
     make_cases(generator, hidden) -> list[Case]: a few cases for the instant check
     (hidden=False), more for the grader (hidden=True).
     compare(answer, case) -> None when right, else a message saying what differs.
-    forbidden: dotted names ("llmkit.bigram.count_bigrams") that may not be called.
+    forbidden: finished pieces the learner's function may not run: dotted names of
+    functions, classes, modules or C functions ("llmkit.bigram.count_bigrams").
+    forbidden_ops: ATen operators it may not run ("_softmax"); see forbid.py for how both
+    are caught.
     """
 
     id: str  # the check name, e.g. "bigram.counts"
@@ -64,6 +68,7 @@ class Exercise:
     compare: Callable[[Any, Case], str | None]
     hint: str
     forbidden: tuple[str, ...] = ()
+    forbidden_ops: tuple[str, ...] = ()
 
     @property
     def grade_id(self) -> str:
@@ -207,85 +212,34 @@ def _number(value) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# Forbidding the finished pieces while the learner's function runs.
-
-class ForbiddenCall(Exception):
-    """Raised when a learner's function calls a piece the task asks them to build."""
-
-
-class _Forbidden:
-    """Stands in for a forbidden function or class: any use records it and raises."""
-
-    def __init__(self, name: str, record: Callable[[str], None]):
-        self._name = name
-        self._record = record
-
-    def _refuse(self):
-        self._record(self._name)
-        raise ForbiddenCall(
-            f"{self._name} is the finished piece this task asks you to build; "
-            "write your own version instead of calling it."
-        )
-
-    def __call__(self, *args, **kwargs):
-        self._refuse()
-
-    def __getattr__(self, attribute):
-        if attribute.startswith("__"):
-            raise AttributeError(attribute)
-        self._refuse()
-
-
-def finished_pieces(names) -> dict[str, Any]:
-    """The objects the dotted names point to now (names that do not resolve are left out)."""
-    found = {}
-    for name in names:
-        module_name, _, attribute = name.rpartition(".")
-        try:
-            found[name] = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError):
-            continue
-    return found
-
-
-@contextlib.contextmanager
-def forbidding(names, record: Callable[[str], None]):
-    """Replace each dotted name (module.attr) by a stand-in that records and raises.
-
-    Names whose module or attribute does not exist are skipped. Everything is restored on
-    exit. Code that imported the name before entering keeps the original: the grader
-    therefore enters this before it runs any learner code.
-    """
-    saved = []
-    try:
-        for name, original in finished_pieces(names).items():
-            module_name, _, attribute = name.rpartition(".")
-            module = importlib.import_module(module_name)
-            saved.append((module, attribute, original))
-            setattr(module, attribute, _Forbidden(name, record))
-        yield
-    finally:
-        for module, attribute, original in reversed(saved):
-            setattr(module, attribute, original)
-
-
-# ---------------------------------------------------------------------------------------
 # Running one case, and judging the outcome. The outcome is plain JSON, so the batch
 # grader can run the call in a sandbox process and judge it in its own.
 
-def run_case(fn, encoded_args, calls: int = 1) -> dict:
-    """Call `fn` on fresh copies of the case's inputs, `calls` times.
+def run_case(fn, encoded_args, calls: int = 1, watch=None) -> dict:
+    """Call `fn` on fresh copies of the case's inputs, `calls` times, while `watch` (a
+    forbid.Watch, optional) records what it runs.
 
     Returns {"answers": [encoded answer, ...], "error": None} or {"answers": None,
     "error": {"type", "message", "where"}} when the function raised.
     """
     answers = []
+    recording = watch.recording if watch is not None else contextlib.nullcontext
     try:
         for _ in range(calls):
-            answers.append(codec.encode(fn(*codec.decode(encoded_args))))
+            args = codec.decode(encoded_args)
+            with recording():  # the answer's encoding too: a lazy tensor runs its ops here
+                answers.append(codec.encode(fn(*args)))
     except Exception as error:  # the learner's bug is the feedback, not a crash
         return {"answers": None, "error": describe_error(error)}
     return {"answers": answers, "error": None}
+
+
+def hidden_cases(exercise: Exercise, seed: int) -> list[Case]:
+    """The grader's hidden cases of `exercise` for a run seeded `seed` (the same in
+    `python -m llmkit grade --seed N` and in a check cell under nbgrader)."""
+    digest = hashlib.sha256(f"{seed}:{exercise.id}".encode()).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest[:6], "big"))
+    return exercise.make_cases(generator, True)
 
 
 def describe_error(error: BaseException) -> dict:
@@ -315,9 +269,10 @@ def _is_library_file(filename: str) -> bool:
 def judge(exercise: Exercise, case: Case, outcome: dict) -> tuple[str, str | None]:
     """-> (status, message): status is "passed", "failed", "error", "not done" or "forbidden"."""
     if outcome.get("forbidden"):
-        name = outcome["forbidden"][0]
-        return "forbidden", (f"it calls {name}, the finished piece this task asks you to "
-                             "build, so the task earns no points; write your own version.")
+        what = "; ".join(outcome["forbidden"][:3])
+        return "forbidden", (f"your function {what}: this task rules that out (it is the "
+                             "finished piece you are asked to build), so it earns no points; "
+                             "write your own version.")
     error = outcome.get("error")
     if error:
         if error.get("type") == "NotImplementedError":

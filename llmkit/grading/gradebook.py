@@ -1,13 +1,18 @@
 """The gradebook: a table to read in the terminal, a CSV for a spreadsheet, JSON for tools.
 
     print(format_table(grades)); write_csv(grades, "grades.csv"); write_json(grades, "g.json")
+    verify_json("g.json", csv_path="grades.csv")    # -> (True, "...") if untouched
 
-`grades` is the list of NotebookGrade that grader.grade_paths returns.
+`grades` is the list of NotebookGrade that grader.grade_paths returns. The JSON carries a
+SHA-256 digest of its own content and of the CSV written with it; the grader prints the
+digest in the terminal when it writes them, after every student's code has ended, so a
+gradebook changed later (by anyone) no longer matches the digest the teacher saw.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -76,8 +81,33 @@ def write_csv(grades: list[NotebookGrade], path) -> None:
             writer.writerow(row)
 
 
-def write_json(grades: list[NotebookGrade], path, seed: int | None = None) -> None:
-    """Everything, per notebook and per exercise, plus the seed that reproduces the cases."""
+def write_json(grades: list[NotebookGrade], path, seed: int | None = None,
+               csv_path=None) -> str:
+    """Everything, per notebook and per exercise, plus the seed that reproduces the cases
+    and the digest (of this content and of the CSV at `csv_path`, if given); -> the digest."""
     data = {"seed": seed, "notebooks": [dict(asdict(grade), total=grade.total)
                                         for grade in grades]}
+    if csv_path is not None:
+        data["csv_sha256"] = hashlib.sha256(Path(csv_path).read_bytes()).hexdigest()
+    data["digest"] = _digest(data)
     Path(path).write_text(json.dumps(data, indent=2), encoding="utf-8")
+    return data["digest"]
+
+
+def _digest(data: dict) -> str:
+    content = {key: value for key, value in data.items() if key != "digest"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def verify_json(path, csv_path=None, digest: str | None = None) -> tuple[bool, str]:
+    """Check a JSON gradebook (and its CSV) against the digest inside it, and against the
+    digest the grader printed (`digest`), if given. -> (ok, what was found)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if _digest(data) != data.get("digest"):
+        return False, f"{path} was changed after the grader wrote it (digest mismatch)."
+    if digest is not None and data["digest"] != digest:
+        return False, f"{path} is not the gradebook with digest {digest}."
+    if csv_path is not None:
+        if hashlib.sha256(Path(csv_path).read_bytes()).hexdigest() != data.get("csv_sha256"):
+            return False, f"{csv_path} was changed after the grader wrote it."
+    return True, f"{path} is as the grader wrote it (digest {data['digest'][:16]}...)."

@@ -1,29 +1,28 @@
-"""Run a learner's function on test inputs in a throwaway process (POSIX: Linux, macOS).
+"""Run a learner's task cells and function on test inputs, inside a student's sandbox.
 
-The batch grader never runs learner code in its own process. It starts this module once
-(`python -m llmkit.grading.sandbox`), a small server that imports torch and llmkit and then,
-for each job it reads on stdin (one JSON object per line), forks a child that:
+The batch grader starts this module once per notebook, inside that student's bubblewrap
+sandbox (isolation.py): `python -I -m llmkit.grading.sandbox`. It imports torch, llmkit
+and the check files, prints "ready", makes itself non-dumpable (so no other process in the
+sandbox can open its pipes through /proc or trace it) and then, for each job it reads on
+stdin (one JSON object per line), forks a child that:
 
-1. moves into a fresh temporary folder, sends its own stdin/stdout/stderr to /dev/null
-   (so printing a fake score shows nothing), and lowers its limits: CPU seconds, memory
-   (address space), and a file size of 0 (it cannot write files);
-2. replaces the finished pieces the task forbids with stand-ins that record the call and
-   raise, BEFORE any learner code runs (so even `from llmkit.bigram import ...` in the
-   learner's cell gets the stand-in);
-3. runs the notebook's setup code and the learner's task cells, each under a timer;
-4. calls the learner's function on each case and writes one JSON line per case to a pipe:
-   the answers, or the error, and any forbidden piece it touched.
+1. points its stdin/stdout/stderr at /dev/null (it never holds the pipe to the grader),
+   and limits its own memory (address space) and CPU seconds;
+2. starts watching for the forbidden work (forbid.py) BEFORE any learner code runs;
+3. runs the notebook's setup code and the task cells this task needs, each under a timer;
+4. calls the learner's function on each case and writes one JSON line per case to a pipe
+   of its own: the answers, or the error, and any forbidden work it saw.
 
-The server relays the child's lines to the grader, killing the child (and anything it
-started) when the job's wall-clock time runs out. The answers are compared with the
-reference in the grader's process, which computed the references before any learner code
-ran: a child can only report what its functions computed, never a score. Forking from a
-server that has already imported torch makes each job cost milliseconds, not the seconds
-of a fresh interpreter.
+The server reads that pipe until the child exits or the job's time is up, then kills every
+other process in the sandbox (a daemon, a `setsid` child, a stopped process), empties the
+scratch folder, and writes one reply line: only it can write there. The grader reads that line with a deadline, and
+judges the answers in its own process against references computed before any learner
+code ran: a child can only report what its functions computed, never a score.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import linecache
 import os
@@ -31,54 +30,60 @@ import select
 import shutil
 import signal
 import sys
-import tempfile
 import time
 
 MAX_REPLY_BYTES = 64 * 2**20
+PR_SET_DUMPABLE = 4
 
 
 def serve(instream=sys.stdin, outstream=sys.stdout) -> None:
     """The server loop: one job per input line, one JSON reply per output line."""
-    # Imported here, before any fork, so every child starts with them loaded.
+    # Imported here, before any fork, so every child starts with them loaded and every
+    # check file's functions can be recognised.
     import torch  # noqa: F401
 
-    import llmkit.bigram  # noqa: F401
-    import llmkit.grading.catalog  # noqa: F401
-    import llmkit.tokenizers  # noqa: F401
+    from llmkit.grading import catalog
 
+    catalog.ASSIGNMENTS.modules()
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the sandbox (if any) is all we have
+        pass
+    outstream.write("ready\n")
+    outstream.flush()
     for line in instream:
         if not line.strip():
             continue
-        reply = run_job(json.loads(line))
+        reply = run_job(json.loads(line), streams=(instream, outstream))
         outstream.write(json.dumps(reply) + "\n")
         outstream.flush()
 
 
-def run_job(job: dict) -> dict:
+def run_job(job: dict, streams=()) -> dict:
     """Fork a child for `job` and collect its lines.
 
     -> {"messages": [parsed JSON lines], "timed_out": bool, "exit": description or None}.
     """
-    workdir = tempfile.mkdtemp(prefix="llmkit-grade-")
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
-        os.close(read_end)
         try:
-            os.setpgid(0, 0)
-            _child(job, write_end, workdir)
+            os.close(read_end)
+            for stream in streams:  # the server's own pipes: closed before learner code
+                try:
+                    os.close(stream.fileno())
+                except (OSError, ValueError, AttributeError):
+                    pass
+            _child(job, write_end)
         finally:
             os._exit(0)
     os.close(write_end)
-    try:
-        os.setpgid(pid, pid)  # also here: whichever runs first, the group exists
-    except OSError:
-        pass
-    raw, timed_out = _read_until(read_end, time.monotonic() + job["total_timeout"])
+    raw, timed_out, status = _read_until(read_end, pid,
+                                         time.monotonic() + job["total_timeout"])
     os.close(read_end)
-    _kill_group(pid)
-    _, status = os.waitpid(pid, 0)
-    shutil.rmtree(workdir, ignore_errors=True)
+    status = _end(pid, status)
+    _kill_others()
+    _wipe(os.getcwd())
     messages = []
     for line in raw.decode("utf-8", errors="replace").splitlines():
         try:
@@ -88,28 +93,81 @@ def run_job(job: dict) -> dict:
     return {"messages": messages, "timed_out": timed_out, "exit": _describe_exit(status)}
 
 
-def _read_until(fd: int, deadline: float) -> tuple[bytes, bool]:
-    chunks, size = [], 0
+def _read_until(fd: int, pid: int, deadline: float) -> tuple[bytes, bool, int | None]:
+    """Read the child's lines until it exits (then drain), the deadline, or the size cap.
+    -> (bytes, timed out, the child's exit status if it has exited)."""
+    chunks, size, status = [], 0, None
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            return b"".join(chunks), True
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
+            return b"".join(chunks), True, status
+        ready, _, _ = select.select([fd], [], [], min(left, 0.05))
+        if ready:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b"".join(chunks), False, status
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_REPLY_BYTES:
+                return b"".join(chunks), False, status
             continue
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            return b"".join(chunks), False
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_REPLY_BYTES:
-            return b"".join(chunks), False
+        if status is not None:  # nothing more came after the child ended (a daemon it
+            return b"".join(chunks), False, status  # left may still hold the pipe)
+        done, code = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            status = code
 
 
-def _kill_group(pid: int) -> None:
-    for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+def _end(pid: int, status: int | None) -> int:
+    """Kill the child (if still running) and collect its exit status."""
+    if status is not None:
+        return status
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    return os.waitpid(pid, 0)[1]
+
+
+def _kill_others() -> None:
+    """SIGKILL every process in this sandbox but the sandbox's init (1) and this server,
+    until none is left; reap what is ours. Outside a PID namespace this would reach the
+    user's other processes, so it runs only where the server is not alone in the world
+    (in the sandbox, the server is pid 2)."""
+    if os.getpid() > 2:
+        return
+    me = os.getpid()
+    for _ in range(50):
+        others = [int(name) for name in os.listdir("/proc")
+                  if name.isdigit() and int(name) not in (1, me)]
+        if not others:
+            break
+        for pid in others:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.01)
+    while True:
         try:
-            target()
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                break
+        except ChildProcessError:
+            break
+
+
+def _wipe(folder: str) -> None:
+    """Delete what the job wrote in the scratch folder (the next job, perhaps another
+    notebook of the same student, starts clean)."""
+    if os.getpid() > 2:  # not in a sandbox: the folder is not ours to empty
+        return
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
         except OSError:
             pass
 
@@ -122,15 +180,17 @@ def _describe_exit(status: int) -> str | None:
         if number == signal.SIGKILL:
             return None  # our own clean-up kill, or the wall-clock limit (reported as such)
         return f"crashed with signal {signal.Signals(number).name}"
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0:
+        return f"the process running it exited (status {os.WEXITSTATUS(status)})"
     return None
 
 
 # ---------------------------------------------------------------------------------------
 # The child.
 
-def _child(job: dict, fd: int, workdir: str) -> None:
-    from llmkit.grading.exercise import (TookTooLong, describe_error, forbidding, run_case,
-                                         time_limit)
+def _child(job: dict, fd: int) -> None:
+    from llmkit.grading.exercise import TookTooLong, describe_error, run_case, time_limit
+    from llmkit.grading.forbid import Rules, Watch
 
     out = os.fdopen(fd, "w", buffering=1)
 
@@ -138,10 +198,10 @@ def _child(job: dict, fd: int, workdir: str) -> None:
         out.write(json.dumps(message) + "\n")
         out.flush()
 
-    _isolate(workdir, job)
+    _limit(job)
     namespace = {"__name__": "__main__"}
-    used = []
-    with forbidding(job["forbidden"], used.append):
+    watch = Watch(Rules(tuple(job["forbidden"]), tuple(job["forbidden_ops"])))
+    with watch:
         errors = []
         for label, source in [("setup", job["setup"])] + [tuple(c) for c in job["cells"]]:
             filename = f"<cell {label}>"
@@ -157,12 +217,12 @@ def _child(job: dict, fd: int, workdir: str) -> None:
             send({"missing": True})
             return
         for index, case in enumerate(job["cases"]):
-            used.clear()
+            watch.seen.clear()
             try:
                 with time_limit(job["case_timeout"]):
-                    outcome = run_case(fn, case["args"], case["calls"])
+                    outcome = run_case(fn, case["args"], case["calls"], watch)
             except TookTooLong:
-                send({"case": index, "forbidden": sorted(set(used)), "answers": None,
+                send({"case": index, "forbidden": list(watch.seen), "answers": None,
                       "error": {"type": "Timeout", "where": "",
                                 "message": f"took longer than {job['case_timeout']} s on "
                                            "one case (an endless loop?)"}})
@@ -171,23 +231,22 @@ def _child(job: dict, fd: int, workdir: str) -> None:
                 outcome = {"answers": None, "error": {
                     "type": "MemoryError", "where": "",
                     "message": f"used more than {job['memory_mb']} MiB of memory"}}
-            send({"case": index, "forbidden": sorted(set(used)), **outcome})
+            send({"case": index, "forbidden": list(watch.seen), **outcome})
     send({"done": True})
 
 
-def _isolate(workdir: str, job: dict) -> None:
-    """Fresh folder, no terminal, no files, limited CPU and memory (where the OS allows)."""
+def _limit(job: dict) -> None:
+    """No terminal, limited CPU and memory (where the OS allows)."""
     import resource
 
-    os.chdir(workdir)
     devnull = os.open(os.devnull, os.O_RDWR)
     for stream in (0, 1, 2):
         os.dup2(devnull, stream)
     sys.dont_write_bytecode = True
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writing a file raises OSError instead
     cpu = int(job["total_timeout"]) + 1
-    limits = [(resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_FSIZE, (0, 0)),
-              (resource.RLIMIT_CORE, (0, 0))]
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write raises OSError instead
+    limits = [(resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_CORE, (0, 0)),
+              (resource.RLIMIT_FSIZE, (16 * 2**20, 16 * 2**20))]
     pages = _virtual_pages()
     if pages:
         address_space = pages * os.sysconf("SC_PAGE_SIZE") + job["memory_mb"] * 2**20
