@@ -14,6 +14,9 @@ tests/test_distributed.py): TrainConfig.batch_size is the global batch. Every pr
 the same global batch from the same seeded generator and keeps its own rows,
 batch_size / N of them (`my_rows`). Nothing but the gradients (and the reported loss) needs
 to cross between processes, and the data order does not depend on N.
+
+From a notebook, `launch(["--tinytales", "200", "--steps", "50"], processes=2)` runs the
+command above in a subprocess and returns rank 0's results.
 """
 
 from __future__ import annotations
@@ -127,6 +130,32 @@ def gather(value, group: Group) -> list:
     values = [None] * group.world_size
     dist.all_gather_object(values, value)
     return values
+
+
+def launch(train_args: list, processes: int = 2, timeout_s: float = 600) -> dict:
+    """Run `torchrun --nproc_per_node=processes -m llmkit train TRAIN_ARGS --json` and return
+    rank 0's JSON line of results, e.g. from a notebook cell (lesson 11).
+
+    Each process gets one CPU thread (OMP_NUM_THREADS=1) unless the environment sets it;
+    a failed run raises a RuntimeError with the end of what the processes printed.
+    """
+    import json
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={int(processes)}", "-m", "llmkit", "train",
+               *map(str, train_args), "--json"]
+    env = {"OMP_NUM_THREADS": "1", **os.environ}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode != 0 or not lines:
+        # llmkit's own messages ("error: ...") say what to do; torchrun's traceback does not.
+        said = list(dict.fromkeys(line for line in result.stderr.splitlines()
+                                  if line.startswith("error:")))
+        raise RuntimeError(f"torchrun exited with status {result.returncode}: "
+                           + ("\n".join(said) if said else result.stderr.strip()[-2000:]))
+    return json.loads(lines[-1])
 
 
 def cleanup() -> None:

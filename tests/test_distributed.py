@@ -174,22 +174,22 @@ def test_a_rank_that_dies_stops_the_others_with_its_name(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_runs_the_command_line_and_rank_0_reports(tmp_path):
+def test_torchrun_runs_the_command_line_and_rank_0_reports(tmp_path, monkeypatch):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the cat sat on the mat. the dog sat on the log.\n" * 40, encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LLMKIT_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "llmkit", "train", "--data", str(corpus), "--layers", "1", "--heads", "2",
-         "--width", "16", "--context", "16", "--batch-size", "4", "--steps", "4",
-         "--eval-interval", "2", "--device", "cpu", "--quiet", "--out", str(tmp_path / "run"),
-         "--json"], capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    assert len(lines) == 1 and json.loads(lines[0])["steps"] == 4    # one report, from rank 0
+    monkeypatch.setenv("LLMKIT_THREADS", "1")
+    result = distributed.launch(
+        ["--data", corpus, "--layers", 1, "--heads", 2, "--width", 16, "--context", 16,
+         "--batch-size", 4, "--steps", 4, "--eval-interval", 2, "--device", "cpu", "--quiet",
+         "--out", tmp_path / "run"], processes=2, timeout_s=300)
+    assert result["steps"] == 4 and result["device"] == "cpu"       # rank 0's one report
     saved = load_checkpoint(tmp_path / "run")
     assert saved.state["world_size"] == 2 and saved.state["step"] == 4
     assert [r["step"] for r in saved.state["history"] if "val_loss" in r] == [0, 2, 4]
+    with pytest.raises(RuntimeError, match="torchrun exited with status 1: error: the global "
+                                           "batch_size 3 does not divide among 2 processes"):
+        distributed.launch(["--data", corpus, "--batch-size", 3, "--steps", 1, "--device", "cpu"],
+                           processes=2, timeout_s=300)
 
 
 def test_a_rank_whose_gpu_does_not_exist_says_how_many_there_are(monkeypatch):
