@@ -16,7 +16,8 @@ QUESTION, ANSWER = "Who had the ball?", "Mia."
 
 
 def chat_tokenizer():
-    tokenizer = CharTokenizer.train("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,?!\n")
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    tokenizer = CharTokenizer.train(letters + letters.upper() + "0123456789 .,?!\n")
     add_chat_tokens(tokenizer)
     return tokenizer
 

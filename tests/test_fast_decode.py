@@ -31,7 +31,8 @@ def assert_same_as_eager(decoder, model):
     idx, n_pad = padded_prompts()
     for past_context in ("slide", "halve"):   # 12 + 30 tokens outgrow the 16-token window
         options = dict(temperature=0, n_pad=n_pad, past_context=past_context)
-        assert torch.equal(decoder.generate(idx, 30, **options), generate(model, idx, 30, **options))
+        expected = generate(model, idx, 30, **options)
+        assert torch.equal(decoder.generate(idx, 30, **options), expected)
     sampled = dict(temperature=1.0, top_k=10, n_pad=n_pad)
     one = decoder.generate(idx, 20, generator=torch.Generator().manual_seed(3), **sampled)
     two = generate(model, idx, 20, generator=torch.Generator().manual_seed(3), **sampled)
