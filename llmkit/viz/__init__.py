@@ -14,6 +14,7 @@ end (nbconvert, nbval, `LLMKIT_STATIC=1`), and a text summary in a terminal.
 
 from llmkit.viz.attention import AttentionView, attention
 from llmkit.viz.bertviz_view import bertviz, to_bertviz_attention
+from llmkit.viz.chat import ChatView, chat
 from llmkit.viz.dashboard import TrainingDashboard
 from llmkit.viz.display import View, in_kernel, widgets_available
 from llmkit.viz.embeddings import EmbeddingsView, embeddings, nearest_neighbours, pca
