@@ -246,7 +246,10 @@ def run_train(args) -> int:
             compile=args.compile, precision=args.precision, device=str(device),
             progress=not args.quiet,
         )
-    train_ids, val_ids = split_train_val(torch.tensor(tokenizer.encode(text)), args.val_fraction)
+    # The corpus's own separator tokens (BPE's <|endoftext|>) count as specials here; typed
+    # user text (a prompt) never does.
+    corpus_ids = tokenizer.encode(text, allowed_special="all")
+    train_ids, val_ids = split_train_val(torch.tensor(corpus_ids), args.val_fraction)
     trainer = Trainer(model, train_ids, val_ids, config, device=device, tokenizer=tokenizer)
     try:
         return report_training(trainer, args, model, tokenizer, train_ids)
