@@ -266,6 +266,8 @@ def main(argv=None) -> int:
         speed = training_speed(args.train_steps, device=device, compile=args.compile,
                                precision=args.precision, attention=args.attention)
         dtype = speed["matmul_dtype"]
+        if dtype not in peaks:   # e.g. float16 autocast on a GPU without bfloat16
+            peaks[dtype] = matmul_peak_flops(device, dtype=dtype)
         mfu = speed["achieved_flops"] / peaks[dtype]
         dtype_name = str(dtype).removeprefix("torch.")
         print(f"train   baby GPT, batch 12 x 64, {dtype_name} matmuls, {args.attention} attention"

@@ -360,3 +360,16 @@ def test_mixture_of_experts_counts_all_experts_but_flops_only_the_active_ones():
     assert model.num_params() == V * d + T * d + L * per_block + 2 * d
     active = V * d + L * (per_block - (E - k) * expert) + 2 * d
     assert model.flops_per_token() == 6 * active + 12 * L * T * d
+
+
+def test_a_target_outside_the_vocabulary_is_a_clear_error_not_an_index_error():
+    model = GPT(GPTConfig(vocab_size=10, context_length=8, n_layer=1, n_head=1, d_model=8))
+    idx = torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"token ids in 0\.\.9 or -100"):
+        model(idx, torch.tensor([[1, 2, 3, 10]]))
+    # The skipped id is allowed, and the loss then equals PyTorch's own over the rest.
+    targets = torch.tensor([[1, 2, -100, 9]])
+    logits, loss = model(idx, targets)
+    keep = targets[0] != -100
+    expected = torch.nn.functional.cross_entropy(logits[0][keep], targets[0][keep])
+    torch.testing.assert_close(loss, expected)

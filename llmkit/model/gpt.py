@@ -165,6 +165,27 @@ class GPT(nn.Module):
             kv_cache.advance(T)
         return self.norm_final(x)
 
+    def check_targets(self, targets: torch.Tensor) -> None:
+        """Raise a ValueError unless every target is a token id or IGNORE_INDEX.
+
+        cross_entropy would raise a bare IndexError (on a GPU, an opaque device assert).
+        Like check_input's id check, it is skipped in GPU training and under compile, where
+        the read-back would stall every step.
+        """
+        if (self.training and targets.device.type != "cpu") or torch.compiler.is_compiling():
+            return
+        if targets.dtype.is_floating_point or targets.dtype == torch.bool:
+            raise ValueError(f"targets must hold integer token ids, got dtype {targets.dtype}.")
+        counted = targets[targets != IGNORE_INDEX]
+        if counted.numel():
+            low, high = torch.stack(torch.aminmax(counted)).tolist()
+            if low < 0 or high >= self.config.vocab_size:
+                raise ValueError(
+                    f"targets must be token ids in 0..{self.config.vocab_size - 1} or "
+                    f"{IGNORE_INDEX} (skipped), got ids from {low} to {high}; were they encoded "
+                    "with a different tokenizer?"
+                )
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
                 kv_cache: KVCache | None = None,
                 n_pad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -182,6 +203,8 @@ class GPT(nn.Module):
                 f"targets must have the shape of idx {tuple(idx.shape)}, got {got}; "
                 "targets are the inputs shifted by one token (see llmkit.data.batches.get_batch)."
             )
+        if targets is not None:
+            self.check_targets(targets)
         logits = self.lm_head(self.hidden_states(idx, kv_cache, n_pad=n_pad))
         if targets is None:
             return logits, None
