@@ -58,6 +58,7 @@ class Limits:
     kernel_memory_mb: int = 8192
     processes: int = 64
     startup_timeout: float = 180  # a sandbox importing torch on a busy machine
+    reply_grace: float = 20  # past a task's own limit, before its sandbox is killed
 
 
 @dataclass
@@ -104,7 +105,7 @@ class Sandbox:
                                  cpu_seconds=int(limits.notebook_timeout
                                                  + 10 * limits.exercise_timeout))
         self.jail = Jail([sys.executable, "-I", "-m", "llmkit.grading.sandbox"],
-                         limits=jail_limits, hide=hide,
+                         limits=jail_limits, hide=hide, as_pid_1=True,
                          env=dict(os.environ, **{"PYTHONWARNINGS": "ignore"}))
         self.jail.start()
         self.ready = False
@@ -140,7 +141,8 @@ class Sandbox:
             self.jail.process.stdin.flush()
         except (BrokenPipeError, OSError):
             return self._failed("the code under test ended the grading process")
-        line = self._read_line(time.monotonic() + job["total_timeout"] + 30)
+        line = self._read_line(time.monotonic() + job["total_timeout"]
+                               + self.limits.reply_grace)
         if line is None:
             return self._failed("the grading process stopped answering (killed, stopped or "
                                 "flooded by the code under test); its sandbox was killed")

@@ -231,8 +231,11 @@ def _cgroup_mounts() -> list[tuple[str, Path, tuple[str, ...]]]:
 # ---------------------------------------------------------------------------------------
 # The sandbox.
 
-def _bwrap_prefix(scratch: str, hide) -> list[str]:
-    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+def _bwrap_prefix(scratch: str, hide, as_pid_1: bool = False) -> list[str]:
+    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
+    if as_pid_1:
+        argv.append("--as-pid-1")
+    argv += [
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
             "--uid", "65534", "--gid", "65534"]
@@ -247,12 +250,18 @@ class Jail:
     """One sandboxed process tree running `argv` (see the module docstring).
 
     hide: folders to replace by empty ones inside (e.g. the class folders).
+    as_pid_1: run argv itself as the sandbox's init (pid 1), instead of under bubblewrap's
+    own. Then no other process in the sandbox holds its pipes (bubblewrap's init does, and
+    is reachable through /proc/1/fd), and no process in the sandbox can kill or stop it
+    (init only receives signals it handles); argv must reap orphans.
     Pipes: stdin and stdout are pipes to this process, stderr goes to /dev/null (or `stderr`).
     """
 
     def __init__(self, argv: list[str], *, limits: JailLimits | None = None, hide=(),
-                 env: dict | None = None, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL):
+                 env: dict | None = None, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                 as_pid_1: bool = False):
         self.argv = list(argv)
+        self.as_pid_1 = as_pid_1
         self.limits = limits or JailLimits()
         self.hide = [str(Path(p).resolve()) for p in hide]
         self.env = env
@@ -270,7 +279,7 @@ class Jail:
         """The full command line: bwrap and its options, then argv."""
         if not self.sandboxed:
             return list(self.argv)
-        return _bwrap_prefix(self.scratch, self.hide) + self.argv
+        return _bwrap_prefix(self.scratch, self.hide, self.as_pid_1) + self.argv
 
     def environment(self) -> dict:
         env = dict(os.environ if self.env is None else self.env)

@@ -1,10 +1,11 @@
 """Run a learner's task cells and function on test inputs, inside a student's sandbox.
 
-The batch grader starts this module once per notebook, inside that student's bubblewrap
-sandbox (isolation.py): `python -I -m llmkit.grading.sandbox`. It imports torch, llmkit
-and the check files, prints "ready", makes itself non-dumpable (so no other process in the
-sandbox can open its pipes through /proc or trace it) and then, for each job it reads on
-stdin (one JSON object per line), forks a child that:
+The batch grader starts this module once per student, inside that student's bubblewrap
+sandbox (isolation.py) as its init process (pid 1): `python -I -m llmkit.grading.sandbox`.
+It imports torch, llmkit and the check files, prints "ready", makes itself non-dumpable
+(so no other process in the sandbox can open its pipes through /proc or trace it; as init
+it also cannot be killed or stopped from inside) and then, for each job it reads on stdin
+(one JSON object per line), forks a child that:
 
 1. points its stdin/stdout/stderr at /dev/null (it never holds the pipe to the grader),
    and limits its own memory (address space) and CPU seconds;
@@ -130,11 +131,10 @@ def _end(pid: int, status: int | None) -> int:
 
 
 def _kill_others() -> None:
-    """SIGKILL every process in this sandbox but the sandbox's init (1) and this server,
-    until none is left; reap what is ours. Outside a PID namespace this would reach the
-    user's other processes, so it runs only where the server is not alone in the world
-    (in the sandbox, the server is pid 2)."""
-    if os.getpid() > 2:
+    """SIGKILL every process in this sandbox but this server (its init, pid 1), until none
+    is left; reap them (orphans are ours to reap). Outside a PID namespace this would
+    reach the user's other processes, so it runs only as the sandbox's init."""
+    if os.getpid() != 1:
         return
     me = os.getpid()
     for _ in range(50):
@@ -159,7 +159,7 @@ def _kill_others() -> None:
 def _wipe(folder: str) -> None:
     """Delete what the job wrote in the scratch folder (the next job, perhaps another
     notebook of the same student, starts clean)."""
-    if os.getpid() > 2:  # not in a sandbox: the folder is not ours to empty
+    if os.getpid() != 1:  # not in a sandbox: the folder is not ours to empty
         return
     for name in os.listdir(folder):
         path = os.path.join(folder, name)
