@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .data.batches import as_token_tensor
+from .evaluate import eval_mode
 from .model.layers import RMSNorm
 
 # --- the small pieces -------------------------------------------------------------------
@@ -226,19 +227,16 @@ class MLPLanguageModel(nn.Module):
 
 # --- training, evaluation, sampling --------------------------------------------------------
 
-@torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              batch_size: int = 8192) -> float:
     """Mean cross-entropy (nats per character) of `model` on windows x: (N, T), y: (N,)."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     total = 0.0
-    for start in range(0, len(x), batch_size):
-        logits = model(x[start:start + batch_size].to(device))
-        total += float(nn.functional.cross_entropy(
-            logits, y[start:start + batch_size].to(device), reduction="sum"))
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start:start + batch_size].to(device))
+            total += float(nn.functional.cross_entropy(
+                logits, y[start:start + batch_size].to(device), reduction="sum"))
     return total / len(x)
 
 
@@ -295,13 +293,11 @@ def sample(model: MLPLanguageModel, context: list[int], n_chars: int,
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     device = next(model.parameters()).device
     window, out = list(context[-model.block_size:]), []
-    was_training = model.training
-    model.eval()
-    for _ in range(n_chars):
-        logits = model(torch.tensor([window], device=device))[0] / temperature
-        probs = torch.softmax(logits.float(), dim=-1).cpu()
-        next_id = int(torch.multinomial(probs, 1, generator=generator))
-        out.append(next_id)
-        window = window[1:] + [next_id]
-    model.train(was_training)
+    with eval_mode(model):
+        for _ in range(n_chars):
+            logits = model(torch.tensor([window], device=device))[0] / temperature
+            probs = torch.softmax(logits.float(), dim=-1).cpu()
+            next_id = int(torch.multinomial(probs, 1, generator=generator))
+            out.append(next_id)
+            window = window[1:] + [next_id]
     return out

@@ -22,6 +22,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from llmkit.evaluate import eval_mode
+
 from .display import View, replace_figure
 
 COLOURSCALE = "Blues"
@@ -92,11 +94,8 @@ def model_attention(model, text_or_ids, tokenizer=None) -> tuple[tuple[torch.Ten
         ids = ids[-context:]
     device = next(model.parameters()).device
     idx = torch.tensor([ids], dtype=torch.long, device=device)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with eval_mode(model):
         maps = model.attention_maps(idx)
-    model.train(was_training)
     maps = tuple(m.detach().float().cpu() for m in maps)
     return maps, token_labels(tokenizer, ids)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import torch
 
+from llmkit.evaluate import eval_mode
 from llmkit.generate import next_token_probs
 
 from .attention import encode_input, token_labels
@@ -83,13 +84,9 @@ class NextTokenView(View):
         parameters = getattr(self.model, "parameters", None)
         device = next(parameters()).device if parameters else torch.device("cpu")
         idx = torch.tensor([ids], dtype=torch.long, device=device)
-        was_training = getattr(self.model, "training", False)
-        if hasattr(self.model, "eval"):
-            self.model.eval()
-        with torch.no_grad():
+        is_module = isinstance(self.model, torch.nn.Module)
+        with eval_mode(self.model) if is_module else torch.no_grad():
             logits, _ = self.model(idx)
-        if hasattr(self.model, "train"):
-            self.model.train(was_training)
         return logits[0, -1].float().cpu()
 
     def set(self, **changes) -> None:
