@@ -123,19 +123,23 @@ def build_class(root: Path) -> dict[str, float]:
 
     # best_smoothing (3 points) calls count_bigrams and bigram_probs: it goes with either.
     student("a_honest", solved_with(), 12)
-    student("b_kills_everything", solved_with("bigram-counts", KILL_EVERYTHING), 12 - 2 - 3)
+    run_enders = solved_with("bigram-counts", KILL_EVERYTHING)
+    set_task(run_enders, "bigram-probs", STOP_SERVER)
+    set_task(run_enders, "bigram-sample", FLOOD_AND_FORGE)  # honest after the flood
+    student("b_kills_stops_floods", run_enders, 12 - 2 - 2 - 3)
     student("c_honest", solved_with(), 12)
-    student("d_stops_the_server", solved_with("bigram-probs", STOP_SERVER), 12 - 2 - 3)
+    escapers = solved_with("bigram-sample", DAEMONS)
+    set_task(escapers, "bigram-counts", VANDAL)
+    student("d_daemons_and_vandal", escapers, 12)
     student("e_honest", solved_with(), 12)
-    student("f_floods_and_forges", solved_with("bigram-sample", FLOOD_AND_FORGE), 12)
-    student("g_honest", solved_with(), 12)
-    student("h_leaves_daemons", solved_with("bigram-sample", DAEMONS), 12)
-    student("i_vandal", solved_with("bigram-counts", VANDAL), 12)
-    student("j_fork_bomb", solved_with("bigram-counts", FORK_BOMB), 12)
-    student("k_memory_hog", solved_with("bigram-probs", MEMORY_HOG), 12 - 2 - 3)
-    student("l_exits_in_one_cell", solved_with("bigram-sample", EXITS), 12 - 2)
-    student("m_loops_ignoring_the_alarm", solved_with("bigram-probs", IGNORES_ALARM),
+    student("f_fork_bomb", solved_with("bigram-counts", FORK_BOMB), 12)
+    resources = solved_with("bigram-probs", MEMORY_HOG)
+    set_task(resources, "bigram-sample", EXITS)
+    student("g_memory_hog_and_exit", resources, 12 - 2 - 3 - 2)
+    student("h_loops_ignoring_the_alarm", solved_with("bigram-probs", IGNORES_ALARM),
             12 - 2 - 3)
+    student("i_two_copies", solved_with(), 12)
+    save(solved_with(), root / "i_two_copies" / "01_bigrams (copy).ipynb")
     student("z_honest", solved_with(), 12)
     return expected
 
@@ -159,12 +163,15 @@ def attacked(tmp_path_factory):
     before = checksums(*outside)
     start = time.monotonic()
     grades = grade_paths([root], seed=0, limits=LIMITS, execute=False)
+    copies = [g for g in grades if g.student == "i_two_copies"]
+    grades = [g for g in grades if g.student != "i_two_copies"] + copies[:1]
     seconds = time.monotonic() - start
     csv_path, json_path = root.parent / "attack.csv", root.parent / "attack.json"
     write_csv(grades, csv_path)
     digest = write_json(grades, json_path, seed=0, csv_path=csv_path)
     time.sleep(2)  # a daemon that outlived its sandbox would strike now
     return dict(expected=expected, grades={Path(g.path).parent.name: g for g in grades},
+                copies=copies,
                 before=before, after=checksums(*outside), seconds=seconds,
                 json=json_path, csv=csv_path, digest=digest)
 
@@ -178,14 +185,21 @@ def test_every_student_gets_what_their_own_functions_earn(attacked):
 @pytest.mark.slow
 def test_run_ending_attacks_cost_only_the_attackers_task_with_a_note(attacked):
     grades = attacked["grades"]
-    killed = {e.id: e for e in grades["b_kills_everything"].exercises}["bigram.counts"]
-    stopped = {e.id: e for e in grades["d_stops_the_server"].exercises}["bigram.probs"]
+    killed = {e.id: e for e in grades["b_kills_stops_floods"].exercises}["bigram.counts"]
+    stopped = {e.id: e for e in grades["b_kills_stops_floods"].exercises}["bigram.probs"]
     # The grading process is the sandbox's init: signals from inside do not reach it, so
     # each attack ends only the attacker's own task process.
     assert killed.status == "error" and killed.points == 0, killed
     assert stopped.status == "failed" and stopped.points == 0, stopped
     # An attack costs its own time-limits, not the run: well under a minute per student.
     assert attacked["seconds"] < 60 * len(grades)
+
+
+@pytest.mark.slow
+def test_both_copies_are_graded_and_flagged(attacked):
+    copies = attacked["copies"]
+    assert [g.total for g in copies] == [12, 12]
+    assert all("DUPLICATE" in g.problems[0] for g in copies)
 
 
 @pytest.mark.slow
@@ -218,3 +232,28 @@ def test_sandbox_reports_what_it_runs_without(monkeypatch):
 
     monkeypatch.setattr(isolation, "bwrap_works", lambda: False)
     assert any("no bubblewrap sandbox" in line for line in isolation.protections())
+
+
+def test_undecodable_bytes_are_replaced_with_a_note_not_a_zero(tmp_path):
+    from llmkit.grading.assign import to_text
+    from llmkit.grading.grader import read_notebook
+
+    path = tmp_path / "01_bigrams.ipynb"
+    text = to_text(source("01_bigrams")).replace("bigram", "bigr\u00e4m", 1)
+    path.write_bytes(text.encode("utf-8").replace("\u00e4".encode("utf-8"), b"\xe4"))  # Latin-1
+    notebook, notes = read_notebook(path)
+    assert len(notes) == 1 and "not valid UTF-8" in notes[0] and "1 undecodable" in notes[0]
+    assert len(notebook.cells) == len(source("01_bigrams").cells)
+    assert "bigr\ufffdm" in "".join(cell.source for cell in notebook.cells)
+
+
+def test_two_notebooks_for_one_assignment_are_flagged():
+    from llmkit.grading.grader import NotebookGrade, flag_duplicates
+
+    grades = [NotebookGrade("ann", "ann/01_bigrams.ipynb", "01_bigrams"),
+              NotebookGrade("ann", "ann/01_bigrams copy.ipynb", "01_bigrams"),
+              NotebookGrade("ann", "ann/02_bpe.ipynb", "02_bpe"),
+              NotebookGrade("bob", "bob/01_bigrams.ipynb", "01_bigrams")]
+    flag_duplicates(grades)
+    assert ["DUPLICATE" in " ".join(g.problems) for g in grades] == [True, True, False, False]
+    assert "01_bigrams copy.ipynb" in grades[0].problems[0]
