@@ -106,6 +106,10 @@ def bigram_probs(counts, smoothing=1.0):
     return counts
 '''
 EXITS = "import os\nos._exit(0)\n" + SAMPLE
+CROSS_ENTROPY = """
+def cross_entropy(probs, ids):
+    return -probs[ids[:-1], ids[1:]].log().mean().item()
+"""
 IGNORES_ALARM = '''import signal
 signal.signal(signal.SIGALRM, signal.SIG_IGN)
 while True:
@@ -130,9 +134,8 @@ def build_class(root: Path) -> dict[str, float]:
     student("c_honest", solved_with(), 12)
     escapers = solved_with("bigram-sample", DAEMONS)
     set_task(escapers, "bigram-counts", VANDAL)
-    student("d_daemons_and_vandal", escapers, 12)
-    student("e_honest", solved_with(), 12)
-    student("f_fork_bomb", solved_with("bigram-counts", FORK_BOMB), 12)
+    set_task(escapers, "bigram-cross_entropy", FORK_BOMB.replace(COUNTS, "") + CROSS_ENTROPY)
+    student("d_daemons_vandal_fork_bomb", escapers, 12)
     resources = solved_with("bigram-probs", MEMORY_HOG)
     set_task(resources, "bigram-sample", EXITS)
     student("g_memory_hog_and_exit", resources, 12 - 2 - 3 - 2)

@@ -77,11 +77,19 @@ def execute_notebook(notebook: nbformat.NotebookNode, *, cell_timeout: float = 6
                                     start + notebook_timeout))
     try:
         worker.start()
-        worker.join(notebook_timeout + 2 * KILL_GRACE_S)
-        if worker.is_alive():
-            report.timed_out = True
-            report.errors.append("the notebook ran past its time limit; its sandbox was "
-                                 "killed")
+        give_up = start + notebook_timeout + 2 * KILL_GRACE_S
+        while worker.is_alive() and time.monotonic() < give_up:
+            worker.join(0.5)
+            if jail.process is not None and jail.process.poll() is not None:
+                worker.join(1)  # the sandbox is gone: the kernel died, whatever nbclient says
+                if worker.is_alive():
+                    report.kernel_died = True
+                    break
+        else:
+            if worker.is_alive():
+                report.timed_out = True
+                report.errors.append("the notebook ran past its time limit; its sandbox "
+                                     "was killed")
     finally:
         jail.kill()  # whatever the notebook started dies with its sandbox
         worker.join(KILL_GRACE_S)
