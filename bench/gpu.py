@@ -46,7 +46,7 @@ import sys
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -308,7 +308,10 @@ def peaks(device: torch.device, dtype: torch.dtype) -> dict:
 
 
 def tflops(per_second: float) -> str:
-    return f"{per_second / 1e12:,.1f} TFLOP/s" if per_second >= 1e12 else f"{per_second / 1e9:,.1f} GFLOP/s"
+    """12.3e9 -> '12.3 GFLOP/s'; 989e12 -> '989.0 TFLOP/s'."""
+    if per_second >= 1e12:
+        return f"{per_second / 1e12:,.1f} TFLOP/s"
+    return f"{per_second / 1e9:,.1f} GFLOP/s"
 
 
 def report(label: str, result: dict, peak: dict, dtype_name: str, processes: int = 1) -> dict:
@@ -349,7 +352,8 @@ def run_ddp_child(args) -> int:
     """One process of the torchrun part: train, and rank 0 prints its result as JSON."""
     device_type = "cuda" if args.device.startswith("cuda") else "cpu"
     group = distributed.setup(device_type)
-    device = torch.device("cuda", group.local_rank) if device_type == "cuda" else torch.device("cpu")
+    device = (torch.device("cuda", group.local_rank) if device_type == "cuda"
+              else torch.device("cpu"))
     pick_device(device)   # TF32 on, CPU threads chosen
     if args.micro_batch is None:
         args.micro_batch = default_micro_batch(device, args.preset)
@@ -389,7 +393,8 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", help="cuda, cuda:1, cpu (default: the fastest present)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="gpt2",
-                        help="gpt2: GPT-2 small, 124M (default); tiny: 2 layers, 64 wide, for a CPU")
+                        help="gpt2: GPT-2 small, 124M (default); tiny: 2 layers, 64 wide, "
+                        "for a CPU")
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps (default 10)")
     parser.add_argument("--warmup", type=int, default=3,
                         help="untimed steps first, where compiling happens (default 3)")
@@ -427,10 +432,12 @@ def main(argv=None) -> int:
     dtype = autocast_dtype(device, args.precision) or torch.float32
     dtype_name = str(dtype).removeprefix("torch.")
     vocab = padded_vocab(preset.vocab_size)
-    print(f"model   {args.preset}: {preset.n_layer} layers, {preset.n_head} heads, {preset.d_model} "
-          f"wide, context {preset.context_length}, vocab {preset.vocab_size:,} padded to {vocab:,}; "
+    print(f"model   {args.preset}: {preset.n_layer} layers, {preset.n_head} heads, "
+          f"{preset.d_model} wide, context {preset.context_length}, vocab "
+          f"{preset.vocab_size:,} padded to {vocab:,}; "
           f"random tokens in a repeated sequence of {PATTERN_LENGTH:,}", flush=True)
-    print(f"device  {describe(device)}", flush=True)
+    # describe() ends with the format precision "auto" picks; the next line says the one used.
+    print(f"device  {describe(device).rsplit(' | ', 1)[0]}", flush=True)
     print(f"        {precision_reason(device, args.precision)}", flush=True)
     peak = peaks(device, dtype)
     print(f"peak    {dtype_name} matmul, measured: {tflops(peak['measured'])}"
@@ -446,7 +453,8 @@ def main(argv=None) -> int:
     print(setup_line(one, args.steps, args.warmup, args.compile), flush=True)
     results = {"device": peak["name"], "dtype": dtype_name, "one": {**one, **report(
         "        ", one, peak, dtype_name)}}
-    if device.type == "cuda" and H100_CLASS.search(peak["name"].lower()) and dtype == torch.bfloat16:
+    h100_class = device.type == "cuda" and H100_CLASS.search(peak["name"].lower())
+    if h100_class and dtype == torch.bfloat16:
         mfu = results["one"]["mfu"]
         print(f"target  MFU >= {MFU_TARGET:.0%} on an H100-class GPU: "
               f"{'met' if mfu >= MFU_TARGET else 'NOT met'} ({mfu:.1%})", flush=True)
@@ -456,10 +464,12 @@ def main(argv=None) -> int:
                f"{gpus} GPU found; data parallel training needs 2 or more" if device.type == "cuda"
                else "no GPU; --processes 2 runs it on the CPU with Gloo")
         print(f"ddp     skipped: {why}", flush=True)
+        status = 0
     else:
         backend = "NCCL" if device.type == "cuda" else "Gloo"
         print(f"ddp     {processes} processes ({backend}) under torchrun:", flush=True)
         ddp = run_ddp(args, device, processes)
+        status = 1 if ddp is None else 0
         if ddp is not None:
             print(setup_line(ddp, args.steps, args.warmup, args.compile), flush=True)
             results["ddp"] = {**ddp, **report("        ", ddp, peak, dtype_name, processes)}
@@ -470,7 +480,7 @@ def main(argv=None) -> int:
                   "scaling", flush=True)
     if args.json:
         print(json.dumps(results))
-    return 0
+    return status
 
 
 if __name__ == "__main__":
