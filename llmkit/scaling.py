@@ -109,7 +109,8 @@ def training_memory(config: GPTConfig, batch_size: int, context_length: int | No
                          "saved_activation_bytes.")
     T = config.context_length if context_length is None else context_length
     B, d, n_layer = batch_size, config.d_model, config.n_layer
-    for name, value in (("batch_size", B), ("context_length", T), ("bytes_per_value", bytes_per_value)):
+    for name, value in (("batch_size", B), ("context_length", T),
+                        ("bytes_per_value", bytes_per_value)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     from llmkit.model import GPT

@@ -96,7 +96,8 @@ def test_parameter_gradient_and_adamw_bytes_are_what_the_tensors_hold():
                                       for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters())
     optimizer.step()
-    moments = [t for state in optimizer.state.values() for name, t in state.items() if name != "step"]
+    moments = [t for state in optimizer.state.values()
+               for name, t in state.items() if name != "step"]
     assert memory["adamw"] == sum(t.numel() * t.element_size() for t in moments)
     assert training_memory(model.config, 3, bytes_per_value=2)["adamw"] == memory["adamw"] // 2
 
@@ -104,12 +105,12 @@ def test_parameter_gradient_and_adamw_bytes_are_what_the_tensors_hold():
 def hooked_saved_bytes(model, x, y):
     """Bytes autograd saves in model(x, y), written independently of llmkit: every saved
     tensor's storage once, parameters aside."""
-    params = {id(p) for p in model.parameters()}
+    weights = [p.detach() for p in model.parameters()]
     kept = {}
 
     def pack(t):
-        if id(t) not in params and not any(t.untyped_storage().data_ptr() == p.untyped_storage().data_ptr()
-                                           for p in model.parameters()):
+        if not any(t.untyped_storage().data_ptr() == w.untyped_storage().data_ptr()
+                   for w in weights):
             kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
 
@@ -119,7 +120,8 @@ def hooked_saved_bytes(model, x, y):
 
 
 @pytest.mark.parametrize("attention", ["manual", "sdpa"])
-@pytest.mark.parametrize("shape", [dict(), dict(n_layer=3, d_model=48), dict(n_head=2, context_length=40)])
+@pytest.mark.parametrize("shape", [dict(), dict(n_layer=3, d_model=48),
+                                   dict(n_head=2, context_length=40)])
 def test_activation_formula_is_within_a_few_percent_of_what_autograd_saves(attention, shape):
     torch.manual_seed(0)
     config = tiny(attention, **shape)
