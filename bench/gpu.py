@@ -46,7 +46,7 @@ import sys
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -340,12 +340,19 @@ def setup_line(result: dict, steps: int, warmup_steps: int, compile_asked: bool)
                 else "eager (compiling failed)" if compile_asked else "eager")
     return (f"        {result['world_size']} x micro-batch {result['micro_batch']} x "
             f"{result['grad_accum']} accumulation steps = {result['tokens_per_step']:,} tokens per "
-            f"step; {compiled}; {warmup_steps} warm-up steps ({result['warmup_seconds']:.1f} s"
+            f"step; {compiled}; {warmup_steps} warm-up step{'s' if warmup_steps > 1 else ''} "
+            f"({result['warmup_seconds']:.1f} s"
             f"{', compiling included' if result['compiled'] else ''}), "
             f"{steps} timed")
 
 
 # --- the two parts -----------------------------------------------------------------------
+
+
+def chosen_preset(args) -> Preset:
+    """The preset --preset names, with --batch-tokens where given."""
+    preset = PRESETS[args.preset]
+    return preset if args.batch_tokens is None else replace(preset, batch_tokens=args.batch_tokens)
 
 
 def run_ddp_child(args) -> int:
@@ -358,7 +365,7 @@ def run_ddp_child(args) -> int:
     if args.micro_batch is None:
         args.micro_batch = default_micro_batch(device, args.preset)
     try:
-        result = train(PRESETS[args.preset], device, steps=args.steps, warmup_steps=args.warmup,
+        result = train(chosen_preset(args), device, steps=args.steps, warmup_steps=args.warmup,
                        micro_batch=args.micro_batch, compile=args.compile,
                        precision=args.precision, group=group)
         if group.is_main:
@@ -375,6 +382,8 @@ def run_ddp(args, device: torch.device, processes: int) -> dict | None:
                "--device", device.type, "--preset", args.preset, "--steps", str(args.steps),
                "--warmup", str(args.warmup), "--micro-batch", str(args.micro_batch),
                "--precision", args.precision] + ([] if args.compile else ["--no-compile"])
+    if args.batch_tokens is not None:
+        command += ["--batch-tokens", str(args.batch_tokens)]
     env = {**os.environ}
     if device.type == "cpu":
         env.setdefault("OMP_NUM_THREADS", "1")   # processes x threads within the cores
@@ -400,6 +409,9 @@ def main(argv=None) -> int:
                         help="untimed steps first, where compiling happens (default 3)")
     parser.add_argument("--micro-batch", type=int,
                         help="sequences per micro-batch (default: from the GPU's memory)")
+    parser.add_argument("--batch-tokens", type=int,
+                        help="tokens per optimizer step, over every process (default: 2**19 for "
+                        "gpt2 on a GPU; one micro-batch per process elsewhere)")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="run eagerly, without torch.compile")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
@@ -412,8 +424,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 1:
         parser.error(f"--steps and --warmup must be at least 1, got {args.steps} and {args.warmup}")
-    if args.micro_batch is not None and args.micro_batch < 1:
-        parser.error(f"--micro-batch must be at least 1, got {args.micro_batch}")
+    for name in ("micro_batch", "batch_tokens"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got "
+                         f"{getattr(args, name)}")
     if distributed.launched_by_torchrun():
         return run_ddp_child(args)
 
@@ -426,9 +440,13 @@ def main(argv=None) -> int:
     if device.type == "cuda" and processes > gpus:
         parser.error(f"--processes {processes} asks for more GPUs than the {gpus} found; NCCL "
                      "needs one GPU per process")
-    preset = PRESETS[args.preset]
     if args.micro_batch is None:
         args.micro_batch = default_micro_batch(device, args.preset)
+    small_steps = args.batch_tokens is None and args.preset == "gpt2" and device.type != "cuda"
+    if small_steps:
+        # Half a million tokens per step would take the better part of an hour on a CPU.
+        args.batch_tokens = args.micro_batch * PRESETS["gpt2"].context_length * max(1, processes)
+    preset = chosen_preset(args)
     dtype = autocast_dtype(device, args.precision) or torch.float32
     dtype_name = str(dtype).removeprefix("torch.")
     vocab = padded_vocab(preset.vocab_size)
@@ -444,6 +462,9 @@ def main(argv=None) -> int:
           + (f"; data sheet ({peak['name']}): {tflops(peak['table'])}" if peak["table"] else
              "; no data-sheet peak for this device, MFU is against the measured one"), flush=True)
 
+    if small_steps:
+        print(f"        not on a GPU: {args.batch_tokens:,} tokens per step (GPT-2's "
+              f"{PRESETS['gpt2'].batch_tokens:,} on a GPU); --batch-tokens sets it", flush=True)
     options = dict(steps=args.steps, warmup_steps=args.warmup, compile=args.compile,
                    precision=args.precision)
     one = train_fitting(preset, device, args.micro_batch, **options)

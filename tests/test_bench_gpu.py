@@ -48,7 +48,8 @@ def tiny_flops_per_token(L=2, d=64, V=512, T=64) -> int:
 def test_cpu_run_reports_one_process_and_ddp_with_gloo():
     """The command a learner runs, start to end: about 30 s on a busy 2-core machine."""
     command = [sys.executable, str(SCRIPT), "--device", "cpu", "--preset", "tiny",
-               "--steps", "3", "--no-compile", "--processes", "2", "--json"]
+               "--steps", "3", "--no-compile", "--processes", "2", "--batch-tokens", "1024",
+               "--json"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
@@ -60,10 +61,12 @@ def test_cpu_run_reports_one_process_and_ddp_with_gloo():
 
     one, ddp = results["one"], results["ddp"]
     assert results["dtype"] == "float32"     # precision auto on a CPU
-    assert (one["world_size"], one["micro_batch"], one["grad_accum"]) == (1, 4, 2)
-    assert (ddp["world_size"], ddp["micro_batch"], ddp["grad_accum"]) == (2, 4, 1)
+    # 1024 tokens per step in micro-batches of 4 x 64: 4 of them in one process, 2 in each
+    # of two (the gradients exchanged on the second only).
+    assert (one["world_size"], one["micro_batch"], one["grad_accum"]) == (1, 4, 4)
+    assert (ddp["world_size"], ddp["micro_batch"], ddp["grad_accum"]) == (2, 4, 2)
     for result in (one, ddp):
-        assert result["tokens_per_step"] == 512 == gpu.PRESETS["tiny"].batch_tokens
+        assert result["tokens_per_step"] == 1024
         assert result["flops_per_token"] == tiny_flops_per_token()
         assert result["compiled"] is False
         assert result["tokens_per_sec"] > 0
