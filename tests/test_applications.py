@@ -177,7 +177,7 @@ def test_a_prompt_that_fills_the_context_is_refused(chat_model):
 def test_the_models_are_trained_once_then_loaded(tmp_path, monkeypatch):
     monkeypatch.setenv("LLMKIT_RUNS", str(tmp_path))
     monkeypatch.setenv("LLMKIT_QUICK", "1")
-    base = apps.load_or_pretrain("cpu", stories=30, steps=2)
+    base = apps.load_or_pretrain("cpu", stories=80, steps=2)
     assert "just now" in base.source
     start = apps.with_chat_tokens(base)
     assert start.model.config.vocab_size == start.tokenizer.vocab_size > base.tokenizer.vocab_size
