@@ -260,3 +260,23 @@ def test_two_notebooks_for_one_assignment_are_flagged():
     flag_duplicates(grades)
     assert ["DUPLICATE" in " ".join(g.problems) for g in grades] == [True, True, False, False]
     assert "01_bigrams copy.ipynb" in grades[0].problems[0]
+
+
+@pytest.mark.parametrize("server", [
+    "print('ready', flush=True)\nimport time\ntime.sleep(60)",             # stopped
+    "print('ready', flush=True)\nimport sys\nsys.stdin.readline()\nprint('{\"messages\": 7}')",
+    "print('ready', flush=True)\nimport sys\nsys.stdin.readline()\nsys.exit(0)",  # killed
+], ids=["silent", "garbage", "gone"])
+def test_a_sandbox_that_stops_answering_is_killed_by_the_deadline(monkeypatch, server):
+    import sys
+
+    import llmkit.grading.grader as grader
+
+    real_jail = grader.Jail
+    monkeypatch.setattr(grader, "Jail",
+                        lambda argv, **kw: real_jail([sys.executable, "-c", server], **kw))
+    sandbox = grader.Sandbox(Limits(reply_grace=1))
+    start = time.monotonic()
+    reply = sandbox.run({"total_timeout": 1})
+    assert time.monotonic() - start < 15
+    assert reply["broken"] and reply["messages"] == [] and not sandbox.alive

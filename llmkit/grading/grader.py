@@ -106,7 +106,8 @@ class Sandbox:
                                                  + 10 * limits.exercise_timeout))
         self.jail = Jail([sys.executable, "-I", "-m", "llmkit.grading.sandbox"],
                          limits=jail_limits, hide=hide, as_pid_1=True,
-                         env=dict(os.environ, **{"PYTHONWARNINGS": "ignore"}))
+                         env=dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1",
+                                  MKL_NUM_THREADS="1"))
         self.jail.start()
         self.ready = False
         self._buffer = b""
