@@ -4,7 +4,8 @@ nbval runs the lessons with static figures; a learner runs them in JupyterLab wi
 widgets. This test opens each lesson in headless Chromium (one JupyterLab for all of them,
 quick mode), runs all cells, and checks that every cell ran, no traceback or widget error
 is on the page, and every plot and widget the lesson shows has a size. Screenshots of each
-view land in test-artifacts/browser/lessons/ (e.g. 03_embeddings-2.png).
+view land in test-artifacts/browser/lessons/ (e.g. 03_embeddings-2.png). A chat widget is
+also talked to: a message typed into its text box gets a reply.
 
 Needs Debian's `chromium` (`apt-get install chromium`); fails, never skips, without it.
 """
@@ -26,6 +27,33 @@ ARTIFACTS = ROOT / "test-artifacts" / "browser" / "lessons"
 
 # An output area that shows a view: a plotly plot, an ipywidgets widget, or token spans.
 VIEW = ".js-plotly-plot, .jupyter-widgets.widget-container, .llmkit-token"
+CHAT_MESSAGE = "Who is the story about?"
+
+
+def talk_to_chat_widgets(page, stem: str) -> None:
+    """Type a message into every chat widget (llmkit.viz.chat) on the page, press send, and
+    wait for the reply: a new message from the user, then a finished reply after it (the
+    streaming cursor gone). Screenshots land in ARTIFACTS as <stem>-chat-<n>.png."""
+    chats = page.locator(".jp-OutputArea", has=page.locator(".llmkit-chat"))
+    for index in range(chats.count()):
+        output = chats.nth(index)
+        output.scroll_into_view_if_needed()
+        users = output.locator(".llmkit-chat-user")
+        replies = output.locator(".llmkit-chat-assistant")
+        asked, answered = users.count(), replies.count()
+        output.locator(".widget-text input").first.fill(CHAT_MESSAGE)
+        output.get_by_role("button", name="send").click()
+        for _ in range(240):   # up to 60 s
+            page.wait_for_timeout(250)
+            if users.count() == asked + 1 and replies.count() == answered + 1 \
+                    and "\u258c" not in output.locator(".llmkit-chat").inner_text():
+                break
+        else:
+            raise AssertionError(f"chat widget {index} of {stem} did not reply to a message "
+                                 f"({users.count() - asked} new user messages, "
+                                 f"{replies.count() - answered} new replies)")
+        assert users.last.inner_text().endswith(CHAT_MESSAGE)
+        output.screenshot(path=str(ARTIFACTS / f"{stem}-chat-{index}.png"))
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +105,7 @@ def test_lesson_runs_and_its_views_draw_in_jupyterlab(lab_page, path):
             assert width > 0 and height > 0, f"view {index} of {path.name} has no size"
             page.wait_for_timeout(300)  # let plotly finish drawing before the shot
             output.screenshot(path=str(ARTIFACTS / f"{path.stem}-{index}.png"))
+        talk_to_chat_widgets(page, path.stem)
     except Exception:
         page.screenshot(path=str(ARTIFACTS / f"{path.stem}-failure.png"))
         raise

@@ -125,12 +125,14 @@ class ChatView(View):
             role = message["role"]
             faded = first_kept - self.dropped <= number < first_kept
             style = (f"background:{COLOURS[role]};border-radius:10px;padding:6px 10px;"
-                     f"margin:3px 0;max-width:75%;white-space:pre-wrap;"
+                     "margin:3px 0;max-width:75%;max-height:12em;overflow-y:auto;"
+                     "white-space:pre-wrap;"
                      f"align-self:{ALIGN[role]};{'opacity:0.45;' if faded else ''}")
             who = {"system": "system prompt", "user": "you", "assistant": "model"}[role]
+            # A weak model may reply with newlines only: strip the edges, say so if nothing is left.
+            text = escape(message["content"].strip("\n")) or "<i>(only whitespace)</i>"
             bubbles.append(f'<div class="llmkit-chat-{role}" style="{style}">'
-                           f'<b style="font-size:80%">{who}</b><br>{escape(message["content"])}'
-                           "</div>")
+                           f'<b style="font-size:80%">{who}</b><br>{text}</div>')
         if self.dropped:
             bubbles.append(f'<div style="font-size:85%;color:#6b7280">The faded {self.dropped} '
                            "message(s) no longer fit the model's context: the last reply read "
