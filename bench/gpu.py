@@ -41,6 +41,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -357,7 +358,8 @@ def chosen_preset(args) -> Preset:
 
 def run_ddp_child(args) -> int:
     """One process of the torchrun part: train, and rank 0 prints its result as JSON."""
-    device_type = "cuda" if args.device.startswith("cuda") else "cpu"
+    asked = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device_type = "cuda" if asked.startswith("cuda") else "cpu"
     group = distributed.setup(device_type)
     device = (torch.device("cuda", group.local_rank) if device_type == "cuda"
               else torch.device("cpu"))
@@ -387,12 +389,23 @@ def run_ddp(args, device: torch.device, processes: int) -> dict | None:
     env = {**os.environ}
     if device.type == "cpu":
         env.setdefault("OMP_NUM_THREADS", "1")   # processes x threads within the cores
-    done = subprocess.run(command, capture_output=True, text=True, env=env,
-                          timeout=args.ddp_timeout)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("DDP-RESULT ")]
+    # A session of its own, so that a timeout stops torchrun and every process it started.
+    done = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+    try:
+        stdout, stderr = done.communicate(timeout=args.ddp_timeout)
+    except subprocess.TimeoutExpired:
+        if hasattr(os, "killpg"):
+            os.killpg(done.pid, signal.SIGKILL)
+        done.kill()
+        done.communicate()
+        print(f"ddp     FAILED: still running after {args.ddp_timeout:.0f} s (--ddp-timeout); "
+              "stopped", flush=True)
+        return None
+    lines = [line for line in stdout.splitlines() if line.startswith("DDP-RESULT ")]
     if done.returncode != 0 or not lines:
         print(f"ddp     FAILED: torchrun exited with status {done.returncode}:\n"
-              + (done.stderr.strip()[-3000:] or done.stdout.strip()[-3000:]), flush=True)
+              + (stderr.strip()[-3000:] or stdout.strip()[-3000:]), flush=True)
         return None
     return json.loads(lines[-1].removeprefix("DDP-RESULT "))
 
