@@ -369,8 +369,8 @@ def load_or_train_code_model(device=None, *, steps: int | None = None, callbacks
 
 def function_prompts(n: int, alphabet: set[str]) -> list[dict]:
     """Up to n short functions from the held-out files: {"prompt": the def line, a newline
-    and the body's indent, "body": the rest}, using only characters in `alphabet` (the code
-    model's vocabulary)."""
+    and the body's indent, "body": the rest, ending with a newline}, using only characters in
+    `alphabet` (the code model's vocabulary)."""
     found = []
     for code in short_functions(library_files()[1], max_chars=10 ** 9):
         lines = code.split("\n")
@@ -378,7 +378,7 @@ def function_prompts(n: int, alphabet: set[str]) -> list[dict]:
         if not set(code) <= alphabet or not indent:
             continue
         prompt = lines[0] + "\n" + indent
-        found.append({"prompt": prompt, "body": code[len(prompt):]})
+        found.append({"prompt": prompt, "body": code[len(prompt):] + "\n"})
         if len(found) == n:
             break
     return found

@@ -102,6 +102,7 @@ def test_function_prompts_come_from_held_out_files_and_their_bodies_parse():
     assert len(prompts) == 8
     for p in prompts:
         compile(p["prompt"] + p["body"], "<function>", "exec")
+        assert apps.completion_parses(p["prompt"], p["body"])      # the original counts
         assert p["prompt"].startswith("def ") and p["prompt"].endswith("\n\t")
         assert not apps.completion_parses(p["prompt"], "")
     training, held_out = apps.library_files()
