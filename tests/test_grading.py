@@ -431,7 +431,7 @@ def test_kernel_run_reports_problems_but_never_changes_the_grade(tmp_path):
     alice, bob = grades
     assert alice.total == 12 and bob.total == 0
     assert "hit the time limit" in alice.execution and "ran cleanly" in bob.execution
-    assert "Read-only file system" in alice.execution  # the sandbox refused the write
+    assert "cell 2: OSError" in alice.execution  # the sandbox refused the write
     assert math.isfinite(alice.seconds)
 
 
@@ -444,7 +444,10 @@ def test_code_that_kills_the_grading_process_costs_only_its_tasks(tmp_path):
     save(notebook, tmp_path / "a_killer" / "01_bigrams.ipynb")
     save(source("01_bigrams"), tmp_path / "b_next" / "01_bigrams.ipynb")
     killer, following = grade_paths([tmp_path], seed=3, limits=FAST, execute=False)
-    # best_smoothing calls the killing count_bigrams, so it goes down with it.
-    assert status(killer)["bigram.counts"] == status(killer)["bigram.smoothing"] == "error"
+    # The grading process is its sandbox's init: the signal does not reach it, so the task
+    # just returns nothing. best_smoothing calls the killing count_bigrams, so it goes down
+    # with it.
+    assert status(killer)["bigram.counts"] == "failed"
+    assert status(killer)["bigram.smoothing"] in ("failed", "error")
     assert killer.total == 12 - 2 - 3
     assert following.total == 12

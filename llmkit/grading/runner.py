@@ -82,8 +82,9 @@ def execute_notebook(notebook: nbformat.NotebookNode, *, cell_timeout: float = 6
             worker.join(0.5)
             if jail.process is not None and jail.process.poll() is not None:
                 worker.join(1)  # the sandbox is gone: the kernel died, whatever nbclient says
-                if worker.is_alive():
+                if worker.is_alive() and not report.timed_out:
                     report.kernel_died = True
+                if worker.is_alive():
                     break
         else:
             if worker.is_alive():
@@ -111,7 +112,7 @@ def _run_cells(notebook, jail: Jail, report: ExecutionReport, cell_timeout: floa
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                  preexec_fn=jail.preexec(), start_new_session=True):
             jail.process = getattr(manager.provisioner, "process", None)
-            watchdog = _Watchdog(jail)
+            watchdog = _Watchdog(jail, report)
             for index, cell in enumerate(notebook.cells):
                 if cell.cell_type != "code":
                     continue
@@ -146,8 +147,8 @@ def _run_cells(notebook, jail: Jail, report: ExecutionReport, cell_timeout: floa
 class _Watchdog:
     """Kills the sandbox when the armed deadline passes (checked from a thread)."""
 
-    def __init__(self, jail: Jail):
-        self.jail, self.deadline, self.fired = jail, float("inf"), False
+    def __init__(self, jail: Jail, report: ExecutionReport):
+        self.jail, self.report, self.deadline, self.fired = jail, report, float("inf"), False
         self._stop = threading.Event()
         threading.Thread(target=self._watch, daemon=True).start()
 
@@ -161,6 +162,7 @@ class _Watchdog:
         while not self._stop.wait(0.25):
             if time.monotonic() > self.deadline:
                 self.fired = True
+                self.report.timed_out = True  # before the kill, which ends the run
                 self.jail.kill()
                 return
 
