@@ -48,7 +48,8 @@ class ChatView(View):
                                         layout=widgets.Layout(width="420px")),
                 "send": widgets.Button(description="send", button_style="primary"),
                 "temperature": widgets.FloatSlider(value=float(temperature), min=0.0, max=2.0,
-                                                   step=0.1, description="temperature"),
+                                                   step=0.1, description="temperature",
+                                                   style={"description_width": "initial"}),
                 "reset": widgets.Button(description="reset"),
             }
             self.controls["send"].on_click(lambda _: self.send_box())
