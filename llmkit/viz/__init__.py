@@ -9,7 +9,8 @@ end (nbconvert, nbval, `LLMKIT_STATIC=1`), and a text summary in a terminal.
 - `attention(model, text, tokenizer=...)`: heatmap / lines per layer and head, offline (05);
 - `bertviz(model, text, tokenizer=...)`: bertviz's head and model views (online only) (05);
 - `TrainingDashboard()`: a trainer callback with live loss, lr and tokens/s (07);
-- `next_token(model, tokenizer, prompt)`: next-token probabilities with sampling controls (08).
+- `next_token(model, tokenizer, prompt)`: next-token probabilities with sampling controls (08);
+- `chat(model, tokenizer, system)`: a chat with streamed replies, temperature and reset (10).
 """
 
 from llmkit.viz.attention import AttentionView, attention
@@ -24,5 +25,5 @@ from llmkit.viz.tokens import TokensView, tokens
 __all__ = [
     "attention", "AttentionView", "bertviz", "to_bertviz_attention", "TrainingDashboard",
     "embeddings", "EmbeddingsView", "nearest_neighbours", "pca", "next_token", "NextTokenView",
-    "tokens", "TokensView", "View", "in_kernel", "widgets_available",
+    "tokens", "TokensView", "chat", "ChatView", "View", "in_kernel", "widgets_available",
 ]
