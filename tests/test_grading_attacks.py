@@ -280,3 +280,29 @@ def test_a_sandbox_that_stops_answering_is_killed_by_the_deadline(monkeypatch, s
     reply = sandbox.run({"total_timeout": 1})
     assert time.monotonic() - start < 15
     assert reply["broken"] and reply["messages"] == [] and not sandbox.alive
+
+
+@pytest.mark.skipif(not bwrap_works(), reason="needs bubblewrap")
+def test_a_course_living_under_tmp_is_still_visible_inside_the_sandbox(tmp_path, monkeypatch):
+    # The sandbox empties /tmp; a clone or a virtual environment there must be bound back,
+    # read-only, or nothing inside could import llmkit (CI may clone under /tmp).
+    from llmkit.grading import isolation
+
+    course = Path("/tmp") / f"llmkit-course-{os.getpid()}"
+    (course / "pkg").mkdir(parents=True, exist_ok=True)
+    (course / "pkg" / "marker.txt").write_text("here\n")
+    try:
+        monkeypatch.setattr(isolation.sys, "path", [str(course), *isolation.sys.path])
+        needed = isolation._needed_inside_emptied.__wrapped__()
+        assert str(course) in needed
+        monkeypatch.setattr(isolation, "_needed_inside_emptied", lambda: needed)
+        scratch = str(tmp_path)
+        os.chmod(scratch, 0o777)
+        argv = isolation._bwrap_prefix(scratch, ()) + [
+            "sh", "-c", f"cat {course}/pkg/marker.txt; touch {course}/pkg/new 2>/dev/null || echo read-only"]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
+        assert out.split() == ["here", "read-only"], out
+    finally:
+        for child in sorted(course.rglob("*"), reverse=True):
+            child.unlink() if child.is_file() else child.rmdir()
+        course.rmdir()

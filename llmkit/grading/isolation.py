@@ -31,6 +31,7 @@ import resource
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -231,6 +232,26 @@ def _cgroup_mounts() -> list[tuple[str, Path, tuple[str, ...]]]:
 # ---------------------------------------------------------------------------------------
 # The sandbox.
 
+EMPTIED = ("/tmp", "/dev/shm")  # folders the sandbox sees empty
+
+
+@functools.lru_cache(maxsize=None)
+def _needed_inside_emptied() -> tuple[str, ...]:
+    """The course and its Python environment, where they live in a folder the sandbox
+    empties (a clone or a virtual environment under /tmp, say): bound back read-only, or
+    nothing inside could even import llmkit. Outermost folders only."""
+    candidates = {Path(__file__).resolve().parents[2], Path(sys.prefix).resolve(),
+                  Path(sys.base_prefix).resolve()}
+    candidates |= {Path(entry).resolve() for entry in sys.path if entry and Path(entry).is_dir()}
+    kept: list[str] = []
+    for path in sorted(str(candidate) for candidate in candidates):
+        inside = any(path.startswith(root + "/") for root in EMPTIED)
+        covered = any(path == k or path.startswith(k + "/") for k in kept)
+        if inside and not covered:
+            kept.append(path)
+    return tuple(kept)
+
+
 def _bwrap_prefix(scratch: str, hide, as_pid_1: bool = False) -> list[str]:
     argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
     if as_pid_1:
@@ -239,6 +260,8 @@ def _bwrap_prefix(scratch: str, hide, as_pid_1: bool = False) -> list[str]:
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
             "--uid", "65534", "--gid", "65534"]
+    for path in _needed_inside_emptied():
+        argv += ["--ro-bind", path, path]
     for path in hide:
         argv += ["--tmpfs", str(path)]  # an empty folder over e.g. the class folder
     argv += ["--bind", scratch, scratch, "--chdir", scratch,
