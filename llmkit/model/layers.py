@@ -85,8 +85,10 @@ class MixtureOfExperts(nn.Module):
     x: (B, T, d_model) -> (B, T, d_model). A router scores the n_experts experts for each
     token; the token goes to its experts_per_token best, and their outputs are summed with
     weights softmax(scores of the chosen experts). So the layer holds n_experts MLPs of
-    parameters but each token pays for only experts_per_token of them. No load-balancing
-    loss is added, so nothing stops the router from favouring a few experts.
+    parameters but each token pays for only experts_per_token of them. The layer adds no
+    load-balancing loss itself, so nothing here stops the router from favouring a few
+    experts; `llmkit.load_balancing` computes the Switch Transformer's from the router's
+    scores (lesson 12 adds it to the training loss).
     """
 
     def __init__(self, config: GPTConfig):
