@@ -14,9 +14,9 @@ The instant check runs in the learner's own kernel and is there to help; the bat
 Under nbgrader's autograder (which sets $NBGRADER_EXECUTION in the kernel's environment)
 the check cell is the graded cell, so `check` turns into a grader: it runs the hidden
 cases of seed $LLMKIT_GRADING_SEED (default 0, as `python -m llmkit grade --seed 0`),
-raises AssertionError when the task earns nothing (not done, failed, forbidden), and
-otherwise returns the points earned as a number, which nbgrader takes as the cell's
-(partial) grade. The same seed gives the same cases and the same points as the batch
+raises AssertionError when the task earns nothing (not done, failed on any case,
+forbidden), and otherwise returns the task's points, which nbgrader takes as the cell's
+grade. The same seed gives the same cases and the same points as the batch
 grader for a notebook that does not attack it (the batch grader also isolates each task).
 """
 
@@ -144,9 +144,7 @@ def _run(exercise, fn, cases, stop_early: bool) -> CheckResult:
         if stop_early:
             break
     status, message = first if first is not None else ("passed", None)
-    if status != "forbidden" and first is not None and n_passed and not stop_early:
-        status = "partial"
-    hint = exercise.hint if status in ("failed", "error", "partial") else None
+    hint = exercise.hint if status in ("failed", "error") else None
     return CheckResult(exercise.id, exercise.title, status, message, hint, n_passed,
                        len(cases))
 
@@ -159,7 +157,6 @@ def _nbgrader_grade(exercise, fn) -> float:
         warnings.simplefilter("ignore")
         cases = hidden_cases(exercise, seed)
         result = _run(exercise, fn, cases, stop_early=False)
-    points = round(exercise.points * result.n_passed / len(cases), 2)
-    if result.status == "forbidden" or points == 0:
+    if result.status != "passed":   # all or nothing, as the batch grader grades
         raise AssertionError(str(result))
-    return points
+    return exercise.points

@@ -462,13 +462,15 @@ def _score(exercise: Exercise, cases: list[Case], reply: dict) -> ExerciseGrade:
             passed += 1
         elif first_problem is None:
             first_problem = (status, message)
-    grade.points = round(exercise.points * passed / len(cases), 2)
     if first_problem is None:
-        grade.status = "passed"
+        grade.points, grade.status = float(exercise.points), "passed"
         return grade
+    # All or nothing: a task's points say its behaviour is right. Per-case credit paid
+    # solutions that were right only on the easy cases (one head, equal sizes, k < V).
     status, message = first_problem
-    grade.status = status if passed == 0 else "partial"
-    grade.feedback = f"{passed}/{len(cases)} hidden cases passed. {message}"
+    grade.status = status
+    grade.feedback = (f"{passed}/{len(cases)} hidden cases passed (a task earns its points "
+                      f"when every case passes). {message}")
     if status in ("failed", "error"):
         grade.feedback += f" Hint: {exercise.hint}"
     return grade
