@@ -6,6 +6,10 @@
 - `check_same(mine, reference, what)`: the "check it" step of every lesson. It compares
   the learner's result with `llmkit`'s using `torch.testing.assert_close` and prints one
   friendly line, or raises an AssertionError that says what differs and what to look at.
+- `yours_or_worked(yours, worked, *example)`: the "your turn" step. A lesson asks the
+  learner to write a piece in a stub cell; the hidden cell after it holds a worked
+  solution and picks the learner's function once it is written, so the rest of the lesson
+  runs either way (and the tests run the worked solution).
 - `stopwatch()`: times a block, so prose can quote figures a cell has printed.
 """
 
@@ -78,6 +82,23 @@ def check_same(mine, reference, what: str, *, against: str = "llmkit's",
             + "\nCompare the two on a tiny input, one step at a time."
         ) from None
     print(f"✓ {what}: yours matches {against}")
+
+
+def yours_or_worked(yours, worked, *example):
+    """`yours` once it is written, else `worked` (with a note that says so).
+
+    A "your turn" cell defines `yours` as a stub whose body raises NotImplementedError; the
+    learner replaces the body. The hidden cell after it defines the worked solution and
+    calls this with a small `example` (arguments to try `yours` on). A function that runs,
+    right or wrong, is the learner's: the check after it says whether it is right.
+    """
+    try:
+        yours(*example)
+    except NotImplementedError:
+        print(f"{yours.__name__} is not written yet, so the lesson goes on with the worked "
+              "solution (the hidden cell above: open it once you have tried).")
+        return worked
+    return yours
 
 
 @contextmanager

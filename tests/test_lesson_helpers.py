@@ -4,7 +4,7 @@ different ones."""
 import pytest
 import torch
 
-from llmkit.lesson import budget, check_same, stopwatch
+from llmkit.lesson import budget, check_same, stopwatch, yours_or_worked
 
 
 def test_budget_follows_quick_mode(monkeypatch):
@@ -44,3 +44,21 @@ def test_check_same_judges_float32_by_float32_tolerances(capsys):
     assert "matches F.gelu" in capsys.readouterr().out
     with pytest.raises(AssertionError, match="differs from F.gelu"):
         check_same(exact * (1 + 1e-4), exact, "gelu", against="F.gelu")
+
+
+def test_yours_or_worked_takes_the_learners_function_once_it_is_written(capsys):
+    def worked(x):
+        return x + 1
+
+    def stub(x):
+        raise NotImplementedError()
+
+    def wrong(x):
+        return x - 1
+
+    assert yours_or_worked(stub, worked, 3) is worked
+    assert "stub is not written yet" in capsys.readouterr().out
+    assert yours_or_worked(wrong, worked, 3) is wrong   # the check after it judges it
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ZeroDivisionError):                # a crash is the learner's to see
+        yours_or_worked(lambda x: x / 0, worked, 3)
