@@ -11,3 +11,7 @@ os.environ.setdefault("LLMKIT_QUICK", "1")
 # (a live FigureWidget would carry plotly's 4 MB of JavaScript into every saved output).
 # The browser test removes this setting for the JupyterLab it drives.
 os.environ.setdefault("LLMKIT_STATIC", "1")
+
+# The solution notebooks run once, in tests/test_grading.py, with every check strict (a wrong
+# answer raises there); nbval runs the student notebooks, whose tasks are stubs.
+collect_ignore_glob = ["exercises/source/*.ipynb"]
