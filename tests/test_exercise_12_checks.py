@@ -347,6 +347,7 @@ def test_a_usual_slip_fails_a_hidden_case_and_the_instant_check(exercise_id, wro
 
 @pytest.mark.parametrize("exercise_id, wrong, words", [
     ("future.swiglu_width", swiglu_width_floor, "one multiple above"),
+    ("future.balance_loss", balance_row_by_row, "mean of each row's loss"),
     ("future.balance_loss", balance_shares_per_token, "k times too large"),
     ("future.balance_loss", balance_probs_unmasked, "probability includes the padding"),
     ("future.stereotype_gap", gap_wald, "Wald"),
@@ -509,6 +510,14 @@ def attention_by_llama_helpers(q, k_new, v_new, k_cache, v_cache, base):
     v = torch.cat([v_cache, v_new], dim=2)
     group = q.shape[1] // k.shape[1]
     return attention(rope(q, n_past, base), repeat_kv(k, group), repeat_kv(v, group), n_past)
+
+
+def test_every_forbidden_name_resolves():
+    # A name that no longer resolves would be skipped silently, and the piece allowed again.
+    from llmkit.grading.forbid import resolve
+    for exercise in EXERCISES.values():
+        for name in exercise.forbidden:
+            assert resolve(name) is not None, (exercise.id, name)
 
 
 @pytest.mark.parametrize("exercise_id, route, what", [

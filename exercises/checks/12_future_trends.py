@@ -224,7 +224,10 @@ def _balance_variants(logits, mask, k):
     everything = torch.ones_like(mask)
     share_real, share_all = counts(real) / (real.sum() * k), counts(everything) / (mask.numel() * k)
     p_real, p_all = probs[real].mean(dim=0), probs.reshape(-1, n_experts).mean(dim=0)
+    per_row = [load_balancing_loss(logits[row][mask[row]], k).double()
+               for row in range(len(mask)) if mask[row].any()]
     return {
+        "row by row": torch.stack(per_row).mean(),
         "padding counted": n_experts * (share_all * p_all).sum(),
         "padding counted in the probabilities": n_experts * (share_real * p_all).sum(),
         "padding counted in the shares": n_experts * (share_all * p_real).sum(),
@@ -240,6 +243,9 @@ def _compare_balance(answer, case):
         for slip, value in _balance_variants(*case.args).items():
             if torch.isclose(got, value, atol=1e-5, rtol=1e-4):
                 return problem + {
+                    "row by row": (" It looks like the mean of each row's loss; the shares "
+                                   "and probabilities are pooled over the whole batch's real "
+                                   "tokens."),
                     "padding counted": " The padding positions went into the loss.",
                     "padding counted in the probabilities":
                         " The mean router probability includes the padding positions.",
