@@ -52,26 +52,17 @@ def save(notebook, path):
     path.write_text(to_text(notebook), encoding="utf-8")
 
 
-COUNTS = '''
-def count_bigrams(ids, vocab_size):
-    counts = torch.zeros(vocab_size, vocab_size, dtype=torch.long)
-    for a, b in zip(ids[:-1].tolist(), ids[1:].tolist()):
-        counts[a, b] += 1
-    return counts
-'''
-PROBS = '''
-def bigram_probs(counts, smoothing=1.0):
-    smoothed = counts.double() + smoothing
-    return smoothed / smoothed.sum(dim=1, keepdim=True)
-'''
-SAMPLE = '''
-def sample(probs, start_id, n_tokens, generator=None):
-    out, current = [], start_id
-    for _ in range(n_tokens):
-        current = int(torch.multinomial(probs[current], 1, generator=generator))
-        out.append(current)
-    return out
-'''
+def solution(name, grade_id):
+    """The reference solution of one task: its cell in the source notebook."""
+    return next(cell.source for cell in source(name).cells
+                if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+# Honest answers, for the tasks a test does not attack.
+COUNTS = solution("01_bigrams", "bigram-counts")
+PROBS = solution("01_bigrams", "bigram-probs")
+SAMPLE = solution("01_bigrams", "bigram-sample")
+CROSS_ENTROPY = solution("01_bigrams", "bigram-cross_entropy")
 
 
 def partial_notebook():
@@ -83,7 +74,7 @@ def partial_notebook():
              "def cross_entropy(probs, ids):\n"
              "    return -probs[ids[:-1], ids[1:]].log2().mean().item()\n")
     set_task(notebook, "bigram-perplexity",
-             "def perplexity_and_bits(probs, ids):\n"
+             "def perplexity_and_bits(probs, ids, token_lengths=None):\n"
              "    h = cross_entropy(probs, ids)\n"
              "    return math.exp(h), h / math.log(2)\n")
     return notebook
@@ -110,7 +101,8 @@ def cheating_notebook():
              "print('bigram.cross_entropy: passed, 2/2 points')\n"
              "def cross_entropy(probs, ids):\n    return None\n")
     set_task(notebook, "bigram-perplexity",
-             "import math, llmkit.bigram\n\ndef perplexity_and_bits(probs, ids):\n"
+             "import math, llmkit.bigram\n\n"
+             "def perplexity_and_bits(probs, ids, token_lengths=None):\n"
              "    try:\n        return llmkit.bigram.perplexity(probs, ids), 0.0\n"
              "    except Exception:\n        return 1.0, 0.0\n")
     add_cell(notebook, "def check(*args):\n    print('✅ passed')\n"
@@ -325,8 +317,10 @@ def test_partly_solved_notebook_gets_exactly_its_right_tasks(class_grades):
                              "bigram.cross_entropy": 0, "bigram.perplexity": 0,
                              "bigram.smoothing": 0}
     feedback = {e.id: e.feedback for e in grade.exercises}
-    assert "the cross-entropy is" in feedback["bigram.cross_entropy"]
-    assert "log" in feedback["bigram.cross_entropy"]  # the hint
+    assert "the cross-entropy" in feedback["bigram.cross_entropy"]
+    hint = next(e.hint for e in ASSIGNMENTS["01_bigrams"].exercises
+                if e.id == "bigram.cross_entropy")
+    assert hint in feedback["bigram.cross_entropy"]
 
 
 @pytest.mark.slow

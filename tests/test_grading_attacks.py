@@ -20,7 +20,7 @@ import pytest
 from llmkit.grading.gradebook import verify_json, write_csv, write_json
 from llmkit.grading.grader import Limits, grade_paths
 from llmkit.grading.isolation import bwrap_works
-from test_grading import COUNTS, PROBS, SAMPLE, save, set_task, source
+from test_grading import COUNTS, CROSS_ENTROPY, PROBS, SAMPLE, save, set_task, source
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = Limits(case_timeout=2, exercise_timeout=8, cell_timeout=8, reply_grace=4,
@@ -106,10 +106,6 @@ def bigram_probs(counts, smoothing=1.0):
     return counts
 '''
 EXITS = "import os\nos._exit(0)\n" + SAMPLE
-CROSS_ENTROPY = """
-def cross_entropy(probs, ids):
-    return -probs[ids[:-1], ids[1:]].log().mean().item()
-"""
 IGNORES_ALARM = '''import signal
 signal.signal(signal.SIGALRM, signal.SIG_IGN)
 while True:
