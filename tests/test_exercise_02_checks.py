@@ -222,6 +222,10 @@ def encode_without_cut(text, merges, pattern=GPT2_SPLIT_PATTERN):
     return encode(text, merges, None)
 
 
+def encode_gpt2_unless_none(text, merges, pattern=GPT2_SPLIT_PATTERN):
+    return encode(text, merges, None if pattern is None else GPT2_SPLIT_PATTERN)
+
+
 def encode_smallest_pair_first(text, merges, pattern=GPT2_SPLIT_PATTERN):
     ids = []
     for chunk in (regex.findall(pattern, text) if pattern is not None else [text]):
@@ -258,6 +262,7 @@ WRONG = [("bpe.pair_counts", pairs_each_word_once),
          ("bpe.train", train_stops_at_min_count),
          ("bpe.decode", decode_each_token),
          ("bpe.encode", encode_without_cut),
+         ("bpe.encode", encode_gpt2_unless_none),
          ("bpe.encode", encode_smallest_pair_first),
          ("bpe.special", special_in_the_order_given),
          ("bpe.special", special_always_all)]

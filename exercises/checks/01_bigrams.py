@@ -51,7 +51,7 @@ SETUP = "import math\nimport torch\nfrom llmkit.grading import check\n"
 # The whole reference module: every function and class in it, recognised by its code.
 FORBIDDEN = ("llmkit.bigram",)
 # The kernel behind F.cross_entropy and F.nll_loss: it averages the log-likelihood for you.
-NLL_OPS = ("nll_loss_forward", "nll_loss2d_forward", "nll_loss_nd")
+NLL_OPS = ("nll_loss_forward", "nll_loss2d_forward")
 
 
 # --- plain references, for what llmkit.bigram does not cover ------------------------------

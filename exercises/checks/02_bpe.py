@@ -351,11 +351,11 @@ def _order_case():
 def _encode_cases(generator, hidden):
     cases = [_encode_case(generator, GPT2_SPLIT_PATTERN, "GPT-2's pattern"),
              _encode_case(generator, None, "pattern=None (the whole text is one chunk)"),
+             _encode_case(generator, NO_SPLIT, "one chunk per line (another pattern)"),
              _crossing_case(), _order_case()]
     if not hidden:
         return cases
     cases += [_encode_case(generator, GPT2_SPLIT_PATTERN, "GPT-2's pattern"),
-              _encode_case(generator, NO_SPLIT, "one chunk per line"),
               _encode_case(generator, None, "pattern=None")]
     merges = train_reference(_text(generator, 50), 30)
     cases += [
