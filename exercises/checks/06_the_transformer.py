@@ -1,15 +1,27 @@
 """The checks of exercise notebook 06 (the transformer): instant and hidden cases.
 
-Every expected value comes from `llmkit.model` (the MLP, Block and GPT modules holding the
-case's weights, a GPT built on the `meta` device for the counts, `gpt2.convert_state_dict`
-for the weight names), computed before the learner's function runs. While it runs, those
-finished pieces are off limits. The learner may use PyTorch's building blocks
-(`F.linear`, `F.layer_norm`, `F.gelu`, `F.scaled_dot_product_attention`): the tasks are
-about how the pieces fit together, which earlier lessons' exercises built one by one.
+Every expected value is computed before the learner's function runs, from llmkit's finished
+pieces or from PyTorch's own:
 
-The weights are random (norm scales near 1, biases non-zero), so a forgotten bias or norm
-shows. Comparisons recognise the usual slips (post-LN instead of pre-LN, no causal mask,
-the exact GELU, forgetting the tie or the position table) and say so.
+- the MLP and the pre-LN block: `llmkit.model` modules holding the case's weights;
+- the post-LN block: `torch.nn.TransformerEncoderLayer(norm_first=False)` holding them, with
+  a causal mask;
+- the parameter counts: a GPT built on the `meta` device (all parameters, its
+  `num_params(include_embeddings=False)`, and the parameters of its blocks and final norm);
+- the FLOPs: that GPT's count and the causal attention cost added up position by position;
+- the whole GPT: `llmkit.model.GPT` with a tied or an untied head;
+- the Hugging Face names: `gpt2.convert_state_dict`.
+
+While the learner's function runs, those finished pieces are off limits (and PyTorch's own
+transformer layers). The learner may use PyTorch's building blocks (`F.linear`,
+`F.layer_norm`, `F.gelu`, `F.scaled_dot_product_attention`): the tasks are about how the
+pieces fit together, which exercise 05 built one by one.
+
+A task earns its points only when every hidden case passes. The weights are random (norm
+scales near 1, biases non-zero), so a forgotten bias or norm shows; every block case has two
+or more heads and positions, so heads split without a transpose show; the counts mix tied and
+untied heads, biases and none, 4d-wide MLPs and others, so a count that follows only GPT-2's
+design shows; the whole GPT's cases mix tied and untied heads.
 """
 
 from __future__ import annotations
@@ -66,9 +78,11 @@ def _config(d_model, n_head, n_layer=1, vocab_size=16, context_length=16, **chan
 
 # --- 1. the MLP ------------------------------------------------------------------------
 
-def _mlp_case(generator, shape, d_model, hidden=None, note=""):
+def _mlp_case(generator, shape, d_model, hidden=None, scale=4.0, note=""):
+    """x is scaled so that the hidden layer sees values of a few units, where the tanh
+    approximation of GELU and the exact one differ by more than rounding."""
     mlp = _randomise(MLP(_config(d_model, 1, mlp_hidden=hidden)), generator)
-    x = _randn(generator, *shape, d_model)
+    x = _randn(generator, *shape, d_model) * scale
     with torch.no_grad():
         expected = mlp(x)
     return Case((x, mlp.fc.weight.detach().clone(), mlp.fc.bias.detach().clone(),
@@ -77,12 +91,14 @@ def _mlp_case(generator, shape, d_model, hidden=None, note=""):
 
 
 def _mlp_cases(generator, hidden):
-    cases = [_mlp_case(generator, (_int(generator, 1, 4), _int(generator, 1, 6)),
-                       _int(generator, 2, 12)) for _ in range(4 if hidden else 2)]
+    cases = [_mlp_case(generator, (2, 5), 8, note="x of shape (2, 5, 8)"),
+             _mlp_case(generator, (6,), 5, hidden=7, note="a 2-D input (N, d), hidden width 7")]
     if hidden:
+        cases += [_mlp_case(generator, (_int(generator, 1, 4), _int(generator, 2, 6)),
+                            _int(generator, 4, 12)) for _ in range(3)]
         cases += [_mlp_case(generator, (5,), 6, note="a 2-D input (N, d)"),
                   _mlp_case(generator, (2, 3), 4, hidden=10, note="a hidden width of 10, not 4d"),
-                  _mlp_case(generator, (1, 1), 1, note="d_model = 1")]
+                  _mlp_case(generator, (1, 4), 3, hidden=2, note="a hidden width of 2")]
     return cases
 
 
@@ -98,9 +114,33 @@ def _compare_mlp(answer, case):
     return problem
 
 
-# --- 2. one transformer block ----------------------------------------------------------
+# --- 2. one transformer block, pre-LN (GPT-2) or post-LN (the original Transformer) --------
 
-def _block_variant(x, w, n_head, *, causal=True, pre_ln=True):
+def _gelu_tanh(x):
+    return F.gelu(x, approximate="tanh")
+
+
+def _post_ln_reference(weights, x, n_head):
+    """PyTorch's own encoder layer in post-LN form, holding the block's weights, causal."""
+    d = x.shape[-1]
+    layer = torch.nn.TransformerEncoderLayer(
+        d, n_head, dim_feedforward=weights["mlp.fc.weight"].shape[0], dropout=0.0,
+        activation=_gelu_tanh, layer_norm_eps=1e-5, batch_first=True, norm_first=False)
+    names = {"self_attn.in_proj_weight": "attn.qkv.weight", "self_attn.in_proj_bias": "attn.qkv.bias",
+             "self_attn.out_proj.weight": "attn.proj.weight",
+             "self_attn.out_proj.bias": "attn.proj.bias",
+             "linear1.weight": "mlp.fc.weight", "linear1.bias": "mlp.fc.bias",
+             "linear2.weight": "mlp.proj.weight", "linear2.bias": "mlp.proj.bias",
+             "norm1.weight": "norm1.weight", "norm1.bias": "norm1.bias",
+             "norm2.weight": "norm2.weight", "norm2.bias": "norm2.bias"}
+    layer.load_state_dict({theirs: weights[ours] for theirs, ours in names.items()})
+    T = x.shape[1]
+    future = torch.ones(T, T, dtype=torch.bool).triu(diagonal=1)     # True: may not look
+    with torch.no_grad():
+        return layer.eval()(x, src_mask=future)
+
+
+def _block_variant(x, w, n_head, *, causal=True, norm_first=True, post_ln_inside=False):
     """A block written with torch ops, with one of the usual slips switched on."""
     d = x.shape[-1]
 
@@ -119,27 +159,41 @@ def _block_variant(x, w, n_head, *, causal=True, pre_ln=True):
     def norm(h, which):
         return F.layer_norm(h, (d,), w[f"{which}.weight"], w[f"{which}.bias"], 1e-5)
 
-    if pre_ln:
+    if post_ln_inside:                 # x + LN(sublayer(x)): the norm on the wrong side
+        x = x + norm(attention(x), "norm1")
+        return x + norm(mlp(x), "norm2")
+    if norm_first:
         x = x + attention(norm(x, "norm1"))
         return x + mlp(norm(x, "norm2"))
     x = norm(x + attention(x), "norm1")
     return norm(x + mlp(x), "norm2")
 
 
-def _block_case(generator, B, T, d_model, n_head, note=""):
-    block = _randomise(Block(_config(d_model, n_head)), generator)
+def _block_case(generator, B, T, d_model, n_head, norm_first=True, hidden_width=None, note=""):
+    block = _randomise(Block(_config(d_model, n_head, mlp_hidden=hidden_width)), generator)
     x = _randn(generator, B, T, d_model)
-    with torch.no_grad():
-        expected = block(x)
-    return Case((x, _weights(block), n_head), expected, note)
+    weights = _weights(block)
+    if norm_first:
+        with torch.no_grad():
+            expected = block(x)
+    else:
+        expected = _post_ln_reference(weights, x, n_head)
+    form = "pre-LN" if norm_first else "post-LN"
+    text = f"{form}, x of shape {(B, T, d_model)}, {n_head} heads" + (f", {note}" if note else "")
+    return Case((x, weights, n_head, norm_first), expected, text)
 
 
 def _block_cases(generator, hidden):
-    shapes = [(2, 5, 8, 2), (1, 7, 12, 3), (3, 4, 16, 4), (2, 6, 6, 1)]
-    cases = [_block_case(generator, *shape) for shape in shapes[: 4 if hidden else 2]]
+    cases = [_block_case(generator, 2, 5, 8, 2, True),
+             _block_case(generator, 1, 6, 12, 3, False)]
     if hidden:
-        cases += [_block_case(generator, 2, 1, 8, 4, "a single position (T = 1)"),
-                  _block_case(generator, 1, 9, 16, 8, "8 heads of width 2")]
+        cases += [_block_case(generator, 3, 4, 16, 4, True),
+                  _block_case(generator, 2, 7, 6, 3, False),
+                  _block_case(generator, 1, 9, 16, 8, True, note="8 heads of width 2"),
+                  _block_case(generator, 2, 5, 8, 2, False, hidden_width=12,
+                              note="an MLP 12 wide, not 4d"),
+                  _block_case(generator, 2, 3, 12, 2, True, hidden_width=20,
+                              note="an MLP 20 wide, not 4d")]
     return cases
 
 
@@ -147,13 +201,16 @@ def _compare_block(answer, case):
     problem = compare_tensors(answer, case.expected, name="the block's output",
                               any_float_dtype=True, atol=1e-4, rtol=1e-4)
     if problem and isinstance(answer, torch.Tensor) and answer.shape == case.expected.shape:
-        x, weights, n_head = case.args
-        slips = {"the attention sees future positions: use a causal mask.":
-                 dict(causal=False),
-                 "it normalises after the residual addition (post-LN); GPT-2 normalises "
-                 "each sub-layer's input and adds the result to the unnormalised x (pre-LN).":
-                 dict(pre_ln=False)}
-        for message, options in slips.items():
+        x, weights, n_head, norm_first = case.args
+        slips = [(dict(norm_first=not norm_first),
+                  "the other arrangement: with norm_first=True each sub-layer reads LN(x) and "
+                  "adds to x; with norm_first=False the norm comes after the addition."),
+                 (dict(post_ln_inside=True),
+                  "the norm applied to the sub-layer's output before the addition; post-LN "
+                  "normalises the sum x + sub-layer(x)."),
+                 (dict(causal=False, norm_first=norm_first),
+                  "the attention sees future positions: use a causal mask.")]
+        for options, message in slips:
             variant = _block_variant(x, weights, n_head, **options)
             if torch.allclose(answer.double(), variant.double(), atol=1e-4, rtol=1e-4):
                 return problem + " It looks like " + message
@@ -162,9 +219,10 @@ def _compare_block(answer, case):
 
 # --- 3. and 4. counting parameters and FLOPs ----------------------------------------------
 
-CONFIG_KEYS = ("vocab_size", "context_length", "n_layer", "n_head", "d_model", "tie_weights")
+CONFIG_KEYS = ("vocab_size", "context_length", "n_layer", "n_head", "d_model", "tie_weights",
+               "bias", "mlp_hidden")
 GPT2_SMALL = dict(vocab_size=50257, context_length=1024, n_layer=12, n_head=12, d_model=768,
-                  tie_weights=True)
+                  tie_weights=True, bias=True, mlp_hidden=None)
 
 
 def _meta_gpt(values: dict) -> GPT:
@@ -172,25 +230,52 @@ def _meta_gpt(values: dict) -> GPT:
         return GPT(GPTConfig(**values))
 
 
-def _random_config(generator) -> dict:
+def _counts(values: dict) -> dict[str, int]:
+    """The three conventions, read off a GPT built with these values."""
+    model = _meta_gpt(values)
+    inside = [*model.blocks.parameters(), *model.norm_final.parameters()]
+    return {"total": sum(p.numel() for p in model.parameters()),
+            "nanogpt": model.num_params(include_embeddings=False),
+            "kaplan": sum(p.numel() for p in inside)}
+
+
+def _random_config(generator, **changes) -> dict:
     n_head = _int(generator, 1, 5)
-    return dict(vocab_size=_int(generator, 2, 300), context_length=_int(generator, 1, 128),
-                n_layer=_int(generator, 1, 7), n_head=n_head,
-                d_model=n_head * _int(generator, 1, 17), tie_weights=True)
+    values = dict(vocab_size=_int(generator, 2, 300), context_length=_int(generator, 1, 128),
+                  n_layer=_int(generator, 1, 7), n_head=n_head,
+                  d_model=n_head * _int(generator, 1, 17), tie_weights=True, bias=True,
+                  mlp_hidden=None)
+    values.update(changes)
+    return values
+
+
+def _describe(values: dict) -> str:
+    parts = ["tied" if values["tie_weights"] else "untied head"]
+    if not values["bias"]:
+        parts.append("no biases")
+    if values["mlp_hidden"] is not None:
+        parts.append(f"an MLP {values['mlp_hidden']} wide")
+    return ", ".join(parts)
+
+
+def _count_configs(generator, hidden):
+    configs = [(dict(GPT2_SMALL), "GPT-2 small's config"),
+               (_random_config(generator, tie_weights=False, bias=False), ""),
+               (_random_config(generator, mlp_hidden=_int(generator, 1, 50)), "")]
+    if hidden:
+        configs += [
+            (_random_config(generator), ""),
+            (_random_config(generator, tie_weights=False), ""),
+            (_random_config(generator, bias=False, mlp_hidden=_int(generator, 1, 50)), ""),
+            (_random_config(generator, tie_weights=False, mlp_hidden=_int(generator, 1, 50)), ""),
+            (dict(GPT2_SMALL, n_layer=24, d_model=1024, n_head=16), "GPT-2 medium's config"),
+        ]
+    return [(values, note or _describe(values)) for values, note in configs]
 
 
 def _count_cases(generator, hidden):
-    configs = [(_random_config(generator), "") for _ in range(3 if hidden else 1)]
-    configs.append((GPT2_SMALL, "GPT-2 small's config"))
-    if hidden:
-        untied = dict(_random_config(generator), tie_weights=False)
-        configs += [(untied, "tie_weights=False (a separate head matrix)"),
-                    (dict(GPT2_SMALL, n_layer=24, d_model=1024, n_head=16),
-                     "GPT-2 medium's config"),
-                    (dict(vocab_size=2, context_length=1, n_layer=1, n_head=1, d_model=1,
-                          tie_weights=True), "every size 1 or 2")]
-    return [Case((values,), sum(p.numel() for p in _meta_gpt(values).parameters()), note)
-            for values, note in configs]
+    return [Case((values,), _counts(values), note)
+            for values, note in _count_configs(generator, hidden)]
 
 
 def _whole_number(answer, name):
@@ -204,47 +289,66 @@ def _whole_number(answer, name):
 
 
 def _compare_count(answer, case):
-    answer, problem = _whole_number(answer, "the parameter count")
-    if problem:
-        return problem
-    expected = case.expected
-    if answer == expected:
-        return None
+    if not isinstance(answer, dict):
+        return f"count_params should return a dict, but it returned {describe_type(answer)}."
+    if set(answer) != set(case.expected):
+        return (f"the dict should have the keys {sorted(case.expected)}, got "
+                f"{sorted(answer)}.")
     values = case.args[0]
     d, V, C = values["d_model"], values["vocab_size"], values["context_length"]
     L = values["n_layer"]
-    message = f"the parameter count is {answer:,}, expected {expected:,}"
-    gap = expected - answer
-    missing_matrix = ("one V x d matrix is missing: with tie_weights=False the head has its "
-                      "own matrix" if not values["tie_weights"] else
-                      "the token embedding (V x d) is missing")
-    explanations = {C * d: "the position embedding table ((C, d)) is missing",
-                    V * d: missing_matrix,
-                    -V * d: "a V x d matrix is counted twice: with tied weights the head is the "
-                            "token embedding",
-                    L * 4 * d + 2 * d: "the LayerNorms (2d each, two per block and a final "
-                                       "one) are missing",
-                    2 * d: "the final LayerNorm (2d) is missing",
-                    L * 4 * d: "the blocks' LayerNorms (2d each, two per block) are missing",
-                    L * 9 * d: "the biases of the Linear layers are missing (attention 4d, "
-                               "MLP 5d per block)"}
-    if gap in explanations:
-        return f"{message}; it looks like {explanations[gap]}."
-    return message + "."
+    for key in ("total", "nanogpt", "kaplan"):
+        got, problem = _whole_number(answer[key], f"count[{key!r}]")
+        if problem:
+            return problem
+        expected = case.expected[key]
+        if got == expected:
+            continue
+        message = f"count[{key!r}] is {got:,}, expected {expected:,}"
+        gap = expected - got
+        width = values["mlp_hidden"] or 4 * d
+        explanations = {
+            C * d: "the position embedding table (C x d) is missing",
+            -C * d: "the position embedding table (C x d) is counted; this convention leaves "
+                    "it out",
+            V * d: "one V x d matrix is missing" + (
+                "" if values["tie_weights"] else ": with an untied head the head has its own"),
+            -V * d: ("a V x d matrix is counted twice: a tied head is the token embedding"
+                     if key == "total" and values["tie_weights"] else
+                     "a V x d matrix is counted that this convention leaves out"),
+        }
+        if width != 4 * d:
+            explanations[L * (width - 4 * d) * (2 * d + values["bias"])] = (
+                "the MLP is taken as 4d wide; its hidden width is mlp_hidden when that is set")
+        if not values["bias"]:
+            explanations[-(L * (7 * d + width) + d)] = (
+                "biases are counted, but with bias=False no Linear or LayerNorm has one")
+        if gap in explanations and gap != 0:
+            return f"{message}; it looks like {explanations[gap]}."
+        return message + "."
+    return None
+
+
+def _causal_attention_flops(L, T, d) -> int:
+    """Forward FLOPs per token of attention's scores and weighted sums under the causal mask:
+    the query at position t computes t + 1 scores (2d FLOPs each) and sums t + 1 values
+    (2d each), averaged over the T positions; added up position by position."""
+    total = sum(L * 2 * 2 * d * (t + 1) for t in range(T))
+    assert total % T == 0
+    return total // T
 
 
 def _flops_cases(generator, hidden):
     cases = []
-    configs = [(_random_config(generator), "") for _ in range(3 if hidden else 1)]
-    configs.append((GPT2_SMALL, "GPT-2 small's config"))
-    if hidden:
-        configs.append((dict(_random_config(generator), tie_weights=False), "tie_weights=False"))
-    for values, note in configs:
-        T = _int(generator, 1, values["context_length"] + 1)
-        if note:
-            T = values["context_length"]
-        cases.append(Case((values, T), _meta_gpt(values).flops_per_token(T),
-                          f"{note}, T = {T}".lstrip(", ")))
+    configs = _count_configs(generator, hidden)
+    for number, (values, note) in enumerate(configs):
+        training = number % 2 == 0 if number < 2 else bool(_int(generator, 0, 2))
+        T = values["context_length"] if "GPT-2" in note else _int(generator, 1,
+                                                                 values["context_length"] + 1)
+        N = _meta_gpt(values).num_params(include_embeddings=False)
+        forward = 2 * N + _causal_attention_flops(values["n_layer"], T, values["d_model"])
+        cases.append(Case((values, T, training), 3 * forward if training else forward,
+                          f"{note}, T = {T}, {'training' if training else 'forward only'}"))
     return cases
 
 
@@ -254,20 +358,28 @@ def _compare_flops(answer, case):
         return problem
     if answer == case.expected:
         return None
-    values, T = case.args
+    values, T, training = case.args
     model = _meta_gpt(values)
     N = model.num_params(include_embeddings=False)
-    attention = 12 * values["n_layer"] * T * values["d_model"]
+    L, d = values["n_layer"], values["d_model"]
+    factor = 3 if training else 1
     message = f"the FLOPs per token are {answer:,}, expected {case.expected:,}"
-    slips = {6 * N: "the attention term (12 L T d) is missing",
-             2 * N + attention // 3: "that is the forward pass only; training adds the "
-                                     "backward pass (twice the forward)",
-             6 * model.num_params() + attention: "N should leave out the position embedding "
-                                                 "(it is only looked up, never multiplied)"}
+    slips = {factor * (2 * N + 4 * L * T * d): "that counts every one of the T x T scores (the "
+                                               "lesson's estimate); here only those the "
+                                               "causal mask keeps count",
+             factor * (2 * N + 2 * L * T * d): "the query at position t (from 0) computes t + 1 "
+                                               "scores, not t",
+             factor * 2 * N: "the attention term is missing",
+             (3 - factor + 1) * (2 * N + 2 * L * (T + 1) * d):
+                 "training is the forward pass plus a backward pass twice as costly; "
+                 "forward only is the forward pass alone",
+             factor * (2 * model.num_params() + 2 * L * (T + 1) * d):
+                 "N should leave out the position embedding (it is only looked up, never "
+                 "multiplied)"}
     if not values["tie_weights"]:
-        with_token_table = 6 * (N + values["vocab_size"] * values["d_model"]) + attention
-        slips[with_token_table] = ("with an untied head the token embedding is only looked up: "
-                                   "leave it out of N (the head matrix stays)")
+        slips[factor * (2 * (N + values["vocab_size"] * d) + 2 * L * (T + 1) * d)] = (
+            "with an untied head the token embedding is only looked up: leave it out of N "
+            "(the head matrix stays)")
     if answer in slips:
         return f"{message}; {slips[answer]}."
     return message + "."
@@ -275,35 +387,57 @@ def _compare_flops(answer, case):
 
 # --- 5. the whole GPT -----------------------------------------------------------------
 
-def _gpt_case(generator, B, T, n_layer, d_model, n_head, vocab_size, note=""):
+def _gpt_case(generator, B, T, n_layer, d_model, n_head, vocab_size, tied=True, note=""):
     config = _config(d_model, n_head, n_layer=n_layer, vocab_size=vocab_size,
-                     context_length=T + _int(generator, 0, 4))
+                     context_length=T + _int(generator, 0, 4), tie_weights=tied)
     model = _randomise(GPT(config), generator)
     idx = torch.randint(0, vocab_size, (B, T), generator=generator)
     with torch.no_grad():
         expected, _ = model(idx)
-    # lm_head.weight is left out: with tied weights it is the token embedding.
-    return Case((idx, _weights(model, drop=("lm_head.weight",)), n_layer, n_head), expected,
-                note)
+    # A tied head has no weight of its own: lm_head.weight is the token embedding.
+    drop = ("lm_head.weight",) if tied else ()
+    text = (f"{n_layer} layers, {'tied' if tied else 'untied'} head, idx of shape {(B, T)}"
+            + (f", {note}" if note else ""))
+    return Case((idx, _weights(model, drop=drop), n_head), expected, text)
 
 
 def _gpt_cases(generator, hidden):
-    shapes = [(2, 6, 2, 8, 2, 11), (1, 5, 1, 12, 3, 20), (3, 4, 3, 8, 4, 7),
-              (2, 8, 2, 16, 2, 30)]
-    cases = [_gpt_case(generator, *shape) for shape in shapes[: 4 if hidden else 2]]
+    cases = [_gpt_case(generator, 2, 6, 2, 8, 2, 11, tied=True),
+             _gpt_case(generator, 1, 5, 3, 12, 3, 20, tied=False)]
     if hidden:
-        cases += [_gpt_case(generator, 1, 1, 2, 8, 2, 5, "a single token"),
-                  _gpt_case(generator, 2, 3, 4, 4, 1, 9, "4 layers of one head")]
+        cases += [_gpt_case(generator, 3, 4, 1, 8, 4, 7, tied=False, note="one layer"),
+                  _gpt_case(generator, 2, 8, 2, 16, 2, 30, tied=True),
+                  _gpt_case(generator, 2, 3, 4, 4, 2, 9, tied=False),
+                  _gpt_case(generator, 1, 7, 11, 4, 2, 6, tied=True,
+                            note="11 layers (blocks.1 and blocks.10 both start with blocks.1)")]
     return cases
+
+
+def _tied_variant(idx, weights, n_head):
+    """The logits the same weights give with the head tied (the untied-head slip)."""
+    V, d = weights["token_embedding.weight"].shape
+    n_layer = len({name.split(".")[1] for name in weights if name.startswith("blocks.")})
+    config = _config(d, n_head, n_layer=n_layer, vocab_size=V,
+                     context_length=weights["position_embedding.weight"].shape[0])
+    model = GPT(config).eval()
+    model.load_state_dict({k: v for k, v in weights.items() if k != "lm_head.weight"},
+                          strict=False)
+    with torch.no_grad():
+        return model(idx)[0]
 
 
 def _compare_gpt(answer, case):
     problem = compare_tensors(answer, case.expected, name="the logits tensor", any_float_dtype=True,
                               atol=1e-4, rtol=1e-4)
     if problem and isinstance(answer, torch.Tensor) and answer.shape == case.expected.shape:
-        same_first = torch.allclose(answer[:, :1].double(), case.expected[:, :1].double(),
-                                    atol=1e-4, rtol=1e-4)
-        if same_first:
+        idx, weights, n_head = case.args
+        if "lm_head.weight" in weights and torch.allclose(
+                answer.double(), _tied_variant(idx, weights, n_head).double(), atol=1e-4,
+                rtol=1e-4):
+            return problem + (" Those are the logits of a tied head; this model's head is "
+                              "untied, with a weight of its own.")
+        if torch.allclose(answer[:, :1].double(), case.expected[:, :1].double(),
+                          atol=1e-4, rtol=1e-4):
             problem += (" Position 0 is right but later positions differ: look at the "
                         "position embeddings (row t for position t) and the causal mask.")
     return problem
@@ -364,41 +498,40 @@ def _compare_hf(answer, case):
 
 
 EXERCISES = [
-    Exercise("transformer.mlp", "mlp_forward", 2, "The MLP of a block",
+    Exercise("transformer.mlp", "mlp_forward", 2, "Warm-up: the MLP of a block",
              _mlp_cases, _compare_mlp, forbidden=MODEL_PIECES,
-             hint="Three steps: x @ fc_weight.T + fc_bias, then GELU with the tanh "
-                  "approximation, then @ proj_weight.T + proj_bias. nn.Linear stores its "
-                  "weight as (out, in)."),
-    Exercise("transformer.block", "block_forward", 3, "One pre-LN transformer block",
+             hint="Widen, GELU, narrow back: an nn.Linear weight is stored (out, in), so the "
+                  "input meets its transpose. GPT-2 uses the tanh approximation of GELU, and "
+                  "the hidden width is whatever the weights say."),
+    Exercise("transformer.block", "block_forward", 3, "One transformer block, pre-LN or post-LN",
              _block_cases, _compare_block, forbidden=MODEL_PIECES,
-             hint="x = x + attention(layer_norm(x)), then x = x + mlp(layer_norm(x)), each "
-                  "with its own norm's weights. For attention: qkv = x @ W.T + b is (B, T, 3d); "
-                  "split it into q, k, v of width d; view each as (B, T, n_head, d // n_head) "
-                  "and move the heads before T; attend causally; put the heads side by side "
-                  "again and apply attn.proj."),
-    Exercise("transformer.params", "count_params", 2, "Counting a GPT's parameters",
+             hint="Pre-LN (GPT-2) normalises what each sub-layer reads and adds the result to "
+                  "the un-normalised stream; post-LN (the original Transformer) adds first and "
+                  "normalises the sum. Either way attention is causal, and each head is its "
+                  "own slice of the channels until the heads go back side by side."),
+    Exercise("transformer.params", "count_params", 2,
+             "Counting a GPT's parameters, three conventions",
              _count_cases, _compare_count, forbidden=MODEL_PIECES,
-             hint="Add up the parts: V*d (token embedding), C*d (positions), per block "
-                  "4d^2 + 4d (attention) + 8d^2 + 5d (MLP) + 4d (two LayerNorms), 2d for the "
-                  "final LayerNorm, and V*d for the head only when it is not tied."),
-    Exercise("transformer.flops", "training_flops_per_token", 2, "Training FLOPs per token",
-             _flops_cases, _compare_flops,
-             forbidden=MODEL_PIECES,
-             hint="6 * N + 12 * n_layer * T * d_model, where N counts every parameter except "
-                  "the lookup-only tables: the position embedding (C*d), and the token "
-                  "embedding (V*d) when the head is not tied to it."),
-    Exercise("transformer.gpt", "gpt_forward", 3, "The whole GPT, to logits",
+             hint="Count each module from its shapes, for this config (a bias only when there "
+                  "are biases, the MLP as wide as mlp_hidden says). Then ask, per convention, "
+                  "which V x d and C x d matrices it keeps; a tied matrix is one matrix."),
+    Exercise("transformer.flops", "flops_per_token", 2,
+             "FLOPs per token, causal attention counted exactly",
+             _flops_cases, _compare_flops, forbidden=MODEL_PIECES,
+             hint="N is task 3's nanoGPT count. The query at position t (counting from 0) "
+                  "scores t + 1 keys and sums t + 1 values; average that over the T positions. "
+                  "The backward pass costs twice the forward."),
+    Exercise("transformer.gpt", "gpt_forward", 3, "The whole GPT, tied or untied",
              _gpt_cases, _compare_gpt, forbidden=MODEL_PIECES,
-             hint="x = token_embedding[idx] + position_embedding[0..T-1]; then each block "
-                  "with the weights whose names start with f'blocks.{i}.' (prefix removed); "
-                  "then the final LayerNorm; then logits = x @ token_embedding.T (the tied "
-                  "head, no bias)."),
+             hint="The number of layers is in the weights' names (compare whole numbers, not "
+                  "prefixes of text). The head is the token embedding only when the weights "
+                  "have no head of their own; position t adds row t of the position table."),
     Exercise("transformer.hf_weight", "convert_hf_weight", 2,
              "Stretch: a Hugging Face GPT-2 weight in llmkit's names",
              _hf_cases, _compare_hf, forbidden=MODEL_PIECES + GPT2_IMPORT,
-             hint="Drop a leading 'transformer.'; rename wte, wpe, ln_f and h. at the start, "
-                  "and ln_1, ln_2, c_attn, c_proj, c_fc inside a block (see the table); "
-                  "transpose the four Conv1D weight matrices (.T), and nothing else."),
+             hint="Rename part by part, as in the table, after dropping an optional leading "
+                  "prefix. Only Conv1D matrices are stored (in, out): the four 2-D weights "
+                  "inside a block, never a bias and never an embedding table."),
 ]
 
 ASSIGNMENT = Assignment("06_the_transformer", "Exercises 06: the transformer", SETUP, EXERCISES)
