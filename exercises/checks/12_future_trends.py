@@ -22,10 +22,12 @@ kernels.
 
 A task earns its points only when every hidden case passes, and each usual slip fails at
 least one hidden case: every balancing case has padding that routes to one expert and rows
-of different lengths, and most route each token to more than one expert; every gap case
-has completions that named no job; every DPO case has padding that holds log-probabilities
-and chosen and rejected completions of different lengths; every attention case but one has
-a cache, more than one new token and groups of query heads.
+of different lengths, and most route each token to more than one expert; the gap cases
+draw about a fifth of their completions without a job, and two use z other than 1.96;
+every DPO case has prompt and padding positions that hold log-probabilities, and chosen
+and rejected completions of their own lengths; all but two attention cases have a cache,
+more than one new token and groups of query heads. tests/test_exercise_12_checks.py holds
+the slips each case is built against.
 """
 
 from __future__ import annotations
