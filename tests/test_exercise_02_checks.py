@@ -349,6 +349,8 @@ def test_slips_get_a_message_that_names_them():
     exercise = EXERCISES["bpe.special"]
     case = instant_cases(exercise, 0)[2]
     assert "stay ordinary text" in exercise.compare(special_always_all(*case.args), case)
+    case = instant_cases(exercise, 0)[0]
+    assert "longer ones first" in exercise.compare(special_in_the_order_given(*case.args), case)
     exercise = EXERCISES["bpe.pair_counts"]
     case = instant_cases(exercise, 0)[0]
     assert "n times" in exercise.compare(pairs_each_word_once(*case.args), case)

@@ -428,7 +428,21 @@ def _compare_special(answer, case):
                         "they stay ordinary text.")
         elif any(i in special.values() for i in answer) and allowed == "none":
             problem += " With allowed_special='none' no special id may appear."
+        elif answer == _shortest_first(text, merges, special, allowed):
+            problem += (" A shorter special string won where a longer one starts at the same "
+                        "place: try the longer ones first.")
     return problem
+
+
+def _shortest_first(text, merges, special_tokens, allowed_special):
+    """The slip: special strings tried shortest first."""
+    names = {"all": list(special_tokens), "none": []}.get(
+        allowed_special if isinstance(allowed_special, str) else "", allowed_special)
+    if not names:
+        return encode_reference(text, merges)
+    pattern = "(" + "|".join(regex.escape(name) for name in sorted(names, key=len)) + ")"
+    return [i for position, part in enumerate(regex.split(pattern, text))
+            for i in ([special_tokens[part]] if position % 2 else encode_reference(part, merges))]
 
 
 EXERCISES = [
