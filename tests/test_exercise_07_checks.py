@@ -346,6 +346,20 @@ def forbidden_unscale(grads, max_norm, loss_scale):
     return [g * min(1.0, max_norm / (norm + 1e-6)) for g in grads], norm
 
 
+def forbidden_grad_scaler(grads, max_norm, loss_scale):
+    params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    scaler = torch.amp.GradScaler("cpu", init_scale=loss_scale)
+    optimizer = torch.optim.SGD(params, lr=0.0)
+    scaler.scale(torch.zeros(()))                     # sets up the scale, as scaling a loss does
+    scaler.unscale_(optimizer)
+    if sum(v.item() for v in scaler._check_inf_per_device(optimizer).values()):
+        return None, None
+    norm = math.sqrt(sum((p.grad.double() ** 2).sum().item() for p in params))
+    return [p.grad * min(1.0, max_norm / (norm + 1e-6)) for p in params], norm
+
+
 def forbidden_accumulation(weight, micro_batches):
     from llmkit.optim import learning_rate as finished   # any piece of llmkit.optim is ruled out
     finished(0, type("C", (), dict(lr=1.0, min_lr=0.0, warmup_steps=0, decay_steps=1))())
@@ -371,6 +385,7 @@ FORBIDDEN = [("pretrain.get_batch", forbidden_get_batch),
              ("pretrain.decay_split", forbidden_decay_split),
              ("pretrain.clip", forbidden_clip),
              ("pretrain.clip", forbidden_unscale),
+             ("pretrain.clip", forbidden_grad_scaler),
              ("pretrain.accumulate", forbidden_accumulation),
              ("pretrain.adamw", forbidden_adamw)]
 

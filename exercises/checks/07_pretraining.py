@@ -49,7 +49,7 @@ BATCH_OPS = ("llmkit.data.get_batch", "llmkit.data.batches.get_batch")
 SCHEDULE_OPS = ("torch.optim.lr_scheduler",)
 CLIP_OPS = ("torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad.clip_grad_norm_",
             "torch.nn.utils.clip_grad_norm", "torch.nn.utils.clip_grads_with_norm_",
-            "torch.nn.utils.get_total_norm", "torch.amp.grad_scaler",
+            "torch.nn.utils.get_total_norm", "torch.amp.GradScaler",
             "torch._amp_foreach_non_finite_check_and_unscale_")
 ADAM_OPS = ("torch.optim.adam", "torch.optim.adamw", "torch.optim._functional",
             "torch.optim.AdamW", "torch.optim.Adam", "torch.optim.adamw.AdamW",
