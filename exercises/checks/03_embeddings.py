@@ -177,7 +177,9 @@ def _sinusoid_case(positions, d_model, base=10000.0, note=""):
 def _sinusoid_cases(generator, hidden):
     cases = [_sinusoid_case(torch.arange(6), 8, note="positions 0..5, d_model 8"),
              _sinusoid_case(torch.arange(20, 23), 6, 100.0,
-                            "positions 20..22 (a continuation), d_model 6, base 100")]
+                            "positions 20..22 (a continuation), d_model 6, base 100"),
+             _sinusoid_case(torch.tensor([9, 2, 9, 4]), 4, note="positions in no order, "
+                                                               "one repeated")]
     if not hidden:
         return cases
     for _ in range(3):

@@ -197,8 +197,8 @@ def _windows_case(generator, lengths, block_size, pad_id, note=""):
 
 
 def _windows_cases(generator, hidden):
-    cases = [_windows_case(generator, [6, 2], 3, 0, "two documents, the second shorter than "
-                                                    "block_size"),
+    cases = [_windows_case(generator, [6, 0, 2], 3, 0, "three documents, one empty, one "
+                                                       "shorter than block_size"),
              _windows_case(generator, [4], 2, 30, "one document, pad_id 30")]
     if not hidden:
         return cases
