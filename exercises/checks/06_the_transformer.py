@@ -402,7 +402,8 @@ def _gpt_case(generator, B, T, n_layer, d_model, n_head, vocab_size, tied=True, 
 
 
 def _gpt_cases(generator, hidden):
-    cases = [_gpt_case(generator, 2, 6, 2, 8, 2, 11, tied=True),
+    cases = [_gpt_case(generator, 2, 6, 11, 8, 2, 11, tied=True,
+                       note="11 layers (blocks.1 and blocks.10 both start with blocks.1)"),
              _gpt_case(generator, 1, 5, 3, 12, 3, 20, tied=False)]
     if hidden:
         cases += [_gpt_case(generator, 3, 4, 1, 8, 4, 7, tied=False, note="one layer"),
@@ -466,18 +467,21 @@ def _hf_case(generator, key, shape, prefix, note=""):
 
 def _hf_cases(generator, hidden):
     d = 4
-    block_keys = list(HF_BLOCK_SHAPES)
-    wanted = ["attn.c_attn.weight", "ln_1.bias"] + (block_keys if hidden else [])
-    cases = []
-    for key in wanted:
+    cases = [_hf_case(generator, f"h.{_int(generator, 0, 10)}.attn.c_attn.weight", (d, 3 * d), "",
+                      "no 'transformer.' prefix"),
+             _hf_case(generator, f"h.{_int(generator, 10, 48)}.ln_1.bias", (d,), "transformer.",
+                      "a layer number with two digits"),
+             _hf_case(generator, "wte.weight", HF_TOP_SHAPES["wte.weight"](d), "transformer.")]
+    if not hidden:
+        return cases
+    for key, shape in HF_BLOCK_SHAPES.items():
         layer = _int(generator, 0, 12)
         prefix = "transformer." if _int(generator, 0, 2) else ""
-        cases.append(_hf_case(generator, f"h.{layer}.{key}", HF_BLOCK_SHAPES[key](d), prefix))
-    for key in (HF_TOP_SHAPES if hidden else ["wte.weight"]):
-        cases.append(_hf_case(generator, key, HF_TOP_SHAPES[key](d), "transformer."))
-    if hidden:
-        cases.append(_hf_case(generator, "h.11.mlp.c_proj.weight", (4 * d, d), "",
-                              "layer 11 (two digits), no 'transformer.' prefix"))
+        cases.append(_hf_case(generator, f"h.{layer}.{key}", shape(d), prefix))
+    for key, shape in HF_TOP_SHAPES.items():
+        cases.append(_hf_case(generator, key, shape(d), "transformer."))
+    cases.append(_hf_case(generator, "h.11.mlp.c_proj.weight", (4 * d, d), "",
+                          "layer 11 (two digits), no 'transformer.' prefix"))
     return cases
 
 
@@ -518,9 +522,9 @@ EXERCISES = [
     Exercise("transformer.flops", "flops_per_token", 2,
              "FLOPs per token, causal attention counted exactly",
              _flops_cases, _compare_flops, forbidden=MODEL_PIECES,
-             hint="N is task 3's nanoGPT count. The query at position t (counting from 0) "
-                  "scores t + 1 keys and sums t + 1 values; average that over the T positions. "
-                  "The backward pass costs twice the forward."),
+             hint="Attention's work grows with the position: add it up over the T positions "
+                  "of a sequence and divide by T (mind where the count starts). N is task 3's "
+                  "'nanogpt' count, and the backward pass costs twice the forward."),
     Exercise("transformer.gpt", "gpt_forward", 3, "The whole GPT, tied or untied",
              _gpt_cases, _compare_gpt, forbidden=MODEL_PIECES,
              hint="The number of layers is in the weights' names (compare whole numbers, not "
