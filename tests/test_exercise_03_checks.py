@@ -289,6 +289,26 @@ def embed_positions_by_index(ids, token_table, position_table, start):   # the p
     return one_hot(ids, token_table.shape[0]) @ token_table + position_table[positions]
 
 
+def embed_by_take(ids, token_table, position_table, start):
+    d = token_table.shape[1]
+    flat = (ids[..., None] * d + torch.arange(d)).reshape(-1)
+    rows = token_table.take(flat).reshape(*ids.shape, d)
+    return rows + position_table[start:start + ids.shape[1]]
+
+
+def embed_by_rows_of_the_identity(ids, token_table, position_table, start):   # a lookup too
+    one_hots = torch.eye(token_table.shape[0])[ids]
+    return one_hots @ token_table + position_table[start:start + ids.shape[1]]
+
+
+def cosine_by_cdist(a, b):          # |u - v|^2 = 2 - 2 cos for unit vectors
+    unit_a = a / a.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    unit_b = b / b.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    cos = 1 - torch.cdist(unit_a, unit_b) ** 2 / 2
+    zero = (a.norm(dim=1) == 0)[:, None] | (b.norm(dim=1) == 0)[None, :]
+    return cos.masked_fill(zero, 0.0)
+
+
 def one_hot_by_torch(ids, vocab_size, pad_id=None):
     out = F.one_hot(ids, vocab_size).float()
     return out if pad_id is None else out * (ids != pad_id)[..., None]
@@ -338,11 +358,14 @@ FORBIDDEN = [("embed.embed", embed_by_indexing, "aten.index"),
              ("embed.embed", embed_by_f_embedding, "embedding"),
              ("embed.embed", embed_by_nn_embedding, "mbedding"),
              ("embed.embed", embed_positions_by_index, "aten.index"),
+             ("embed.embed", embed_by_take, "aten.take"),
+             ("embed.embed", embed_by_rows_of_the_identity, "aten.index"),
              ("embed.one_hot", one_hot_by_torch, "one_hot"),
              ("embed.sinusoidal", sinusoidal_by_llmkit, "sinusoidal_positions"),
              ("embed.sinusoidal", sinusoidal_by_rotary, "RotaryEmbedding"),
              ("embed.cosine", cosine_by_torch, "cosine_similarity"),
              ("embed.cosine", cosine_by_normalize, "normalize"),
+             ("embed.cosine", cosine_by_cdist, "aten._cdist_forward"),
              ("embed.neighbours", analogy_by_llmkit, "nearest_neighbours"),
              ("embed.pca", pca_by_lowrank, "pca_lowrank"),
              ("embed.pca", pca_by_llmkit, "pca")]

@@ -302,6 +302,14 @@ def gelu_backward_by_autograd_grad(x, dout):
     return torch.autograd.grad(lesson_gelu(leaf), leaf, dout)[0]
 
 
+def ln_backward_by_the_kernel(x, weight, dout, eps=1e-5):
+    d = x.shape[-1]
+    _, mean, rstd = torch.ops.aten.native_layer_norm(x, (d,), weight, None, eps)
+    return torch.ops.aten.native_layer_norm_backward(dout, x, (d,), mean, rstd, weight,
+                                                     torch.zeros_like(weight),
+                                                     [True, True, True])
+
+
 FORBIDDEN = [
     ("neurons.softmax", lambda z, dim=-1: z.softmax(dim), "aten._softmax"),
     ("neurons.softmax", lambda z, dim=-1: z.log_softmax(dim).exp(), "aten._log_softmax"),
@@ -329,6 +337,7 @@ FORBIDDEN = [
     ("neurons.gelu", gelu_backward_by_autograd_grad, "torch.autograd.grad"),
     ("neurons.gelu", lambda x, dout: torch.func.vjp(lesson_gelu, x)[1](dout)[0], "torch.func"),
     ("neurons.layer_norm_backward", lesson_backward_by_autograd, "torch.autograd.backward"),
+    ("neurons.layer_norm_backward", ln_backward_by_the_kernel, "aten.native_layer_norm"),
 ]
 
 
