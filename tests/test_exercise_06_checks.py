@@ -68,7 +68,8 @@ def count_params(config):
 
 
 def flops_per_token(config, T, training):
-    forward = 2 * count_params(config)["nanogpt"] + 2 * config["n_layer"] * config["d_model"] * (T + 1)
+    L, d = config["n_layer"], config["d_model"]
+    forward = 2 * count_params(config)["nanogpt"] + 2 * L * d * (T + 1)
     return 3 * forward if training else forward
 
 

@@ -52,7 +52,8 @@ ENTROPY_PIECES = ("torch.special.entr", "torch.xlogy", "torch.special.xlogy",
 OFF_LIMITS = LLMKIT_ATTENTION + FUSED_ATTENTION
 # The fused attention kernels, whatever route reaches them (the CPU one is the first).
 ATTENTION_KERNELS = ("_scaled_dot_product_flash_attention_for_cpu",
-                     "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+                     "_scaled_dot_product_flash_attention",
+                     "_scaled_dot_product_efficient_attention",
                      "_scaled_dot_product_cudnn_attention", "_native_multi_head_attention")
 TRIANGLE_KERNELS = ("tril", "triu", "tril_indices", "triu_indices")
 ENTROPY_KERNELS = ("special_entr", "xlogy", "special_xlogy")
@@ -169,10 +170,12 @@ def _compare_mask(answer, case):
         problem += (" It is aligned at the top left, as if the queries were the first "
                     f"{n_queries} positions; they are the last {n_queries} of the {n_keys}.")
     elif window is not None and torch.equal(answer, _reference_mask(n_queries, n_keys, window + 1)):
-        problem += f" Each query sees {window + 1} keys; the window holds {window}, itself included."
+        problem += (f" Each query sees {window + 1} keys; the window holds {window}, itself "
+                    "included.")
     elif window is not None and window > 1 and torch.equal(
             answer, _reference_mask(n_queries, n_keys, window - 1)):
-        problem += f" Each query sees {window - 1} keys; the window holds {window}, itself included."
+        problem += (f" Each query sees {window - 1} keys; the window holds {window}, itself "
+                    "included.")
     elif window is not None and torch.equal(answer, _reference_mask(n_queries, n_keys)):
         problem += " The window is missing: a query sees only its `window` latest keys."
     elif n_queries == n_keys and torch.equal(answer, case.expected.T):

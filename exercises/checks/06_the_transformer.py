@@ -26,8 +26,6 @@ design shows; the whole GPT's cases mix tied and untied heads.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -126,7 +124,8 @@ def _post_ln_reference(weights, x, n_head):
     layer = torch.nn.TransformerEncoderLayer(
         d, n_head, dim_feedforward=weights["mlp.fc.weight"].shape[0], dropout=0.0,
         activation=_gelu_tanh, layer_norm_eps=1e-5, batch_first=True, norm_first=False)
-    names = {"self_attn.in_proj_weight": "attn.qkv.weight", "self_attn.in_proj_bias": "attn.qkv.bias",
+    names = {"self_attn.in_proj_weight": "attn.qkv.weight",
+             "self_attn.in_proj_bias": "attn.qkv.bias",
              "self_attn.out_proj.weight": "attn.proj.weight",
              "self_attn.out_proj.bias": "attn.proj.bias",
              "linear1.weight": "mlp.fc.weight", "linear1.bias": "mlp.fc.bias",
@@ -219,8 +218,6 @@ def _compare_block(answer, case):
 
 # --- 3. and 4. counting parameters and FLOPs ----------------------------------------------
 
-CONFIG_KEYS = ("vocab_size", "context_length", "n_layer", "n_head", "d_model", "tie_weights",
-               "bias", "mlp_hidden")
 GPT2_SMALL = dict(vocab_size=50257, context_length=1024, n_layer=12, n_head=12, d_model=768,
                   tie_weights=True, bias=True, mlp_hidden=None)
 
