@@ -209,3 +209,17 @@ def test_each_ruled_out_operator_is_caught_and_named(exercise, op):
     result = check(exercise.id, cheat)
     assert result.status == "forbidden", str(result)
     assert f"aten.{op}" in result.message
+
+
+def test_a_forbidden_enum_does_not_forbid_every_enum():
+    """An Enum's class dict holds enum.Enum's own machinery: ruling out a module that
+    defines an enum rules out that module's code, not the creation of any other enum."""
+    import enum
+
+    def honest():
+        return enum.Enum("Colour", ["RED", "GREEN"]).GREEN
+
+    rules = Rules(pieces=("torch.amp.grad_scaler",))
+    assert caught(rules, honest) == []
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    assert any("grad_scaler" in what for what in caught(rules, lambda: scaler.get_scale()))

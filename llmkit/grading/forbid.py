@@ -107,6 +107,12 @@ def _collect(target, label: str, codes: dict, builtins: dict, seen: set) -> None
         return
     if inspect.isclass(target):
         for attribute, member in vars(target).items():
+            # Only the class's own code: an Enum's dict also holds enum.Enum's
+            # _generate_next_value_ and object.__new__, which every enum in the program runs.
+            function = getattr(member, "__func__", member)
+            if (inspect.isfunction(function) or inspect.isbuiltin(function)) \
+                    and getattr(function, "__module__", None) != target.__module__:
+                continue
             _collect(member, f"{label}.{attribute}", codes, builtins, seen)
         return
     if inspect.ismodule(target):
