@@ -66,7 +66,8 @@ def layer_norm_backward(x, weight, dout, eps=1e-5):
     std = torch.sqrt(((x - mean) ** 2).mean(dim=-1, keepdim=True) + eps)
     x_hat = (x - mean) / std
     d_hat = dout * weight
-    dx = (d_hat - d_hat.mean(-1, keepdim=True) - x_hat * (d_hat * x_hat).mean(-1, keepdim=True)) / std
+    dx = (d_hat - d_hat.mean(-1, keepdim=True)
+          - x_hat * (d_hat * x_hat).mean(-1, keepdim=True)) / std
     leading = tuple(range(x.dim() - 1))
     return dx, (dout * x_hat).sum(dim=leading), dout.sum(dim=leading)
 
@@ -208,7 +209,8 @@ def ln_backward_constant_statistics(x, weight, dout, eps=1e-5):
 
 def ln_backward_first_dim_only(x, weight, dout, eps=1e-5):
     dx, _, _ = layer_norm_backward(x, weight, dout, eps)
-    x_hat = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + eps)
+    std = torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + eps)
+    x_hat = (x - x.mean(-1, keepdim=True)) / std
     return dx, (dout * x_hat).sum(dim=0), dout.sum(dim=0)
 
 

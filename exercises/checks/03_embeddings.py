@@ -246,7 +246,8 @@ def _cosine_cases(generator, hidden):
     lengths = torch.tensor([[0.01], [1.0], [100.0], [3.0], [7.0]])
     pair = _vectors(generator, 1, 6)
     cases += [
-        _cosine_case(_vectors(generator, 5, 4) * lengths, _vectors(generator, 5, 4) * lengths.flip(0),
+        _cosine_case(_vectors(generator, 5, 4) * lengths,
+                     _vectors(generator, 5, 4) * lengths.flip(0),
                      "5 against 5, rows of very different lengths (0.01 to 100)"),
         _cosine_case(torch.cat([pair, -2 * pair, torch.zeros(1, 6)]), 3 * pair,
                      "the same or the opposite direction, and a zero vector"),
@@ -381,9 +382,11 @@ def _pca_cases(generator, hidden):
         return cases
     for _ in range(2):
         d = _int(generator, 3, 10)
-        cases.append(_pca_case(generator, _int(generator, 20, 60), d, _int(generator, 2, min(d, 4) + 1)))
+        k = _int(generator, 2, min(d, 4) + 1)
+        cases.append(_pca_case(generator, _int(generator, 20, 60), d, k))
     cases += [
-        _pca_case(generator, 40, 6, 1, offset_scale=1000.0, note="k = 1, points far from the origin"),
+        _pca_case(generator, 40, 6, 1, offset_scale=1000.0,
+                  note="k = 1, points far from the origin"),
         _pca_case(generator, 20, 3, 3, note="k = d (every direction)"),
     ]
     return cases
@@ -422,7 +425,8 @@ def _compare_pca(answer, case):
         return problem
     problem = compare_tensors(explained, expected_explained, name="the explained fractions",
                               any_float_dtype=True, atol=1e-4, rtol=1e-3)
-    if problem and isinstance(explained, torch.Tensor) and explained.shape == expected_explained.shape:
+    if (problem and isinstance(explained, torch.Tensor)
+            and explained.shape == expected_explained.shape):
         got = explained.double()
         if k < vectors.shape[1] and torch.isclose(got.sum(), torch.tensor(1.0, dtype=got.dtype)):
             problem += (" They add up to 1, but the k directions kept do not hold all the "

@@ -26,6 +26,8 @@ in the two backward tasks.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -100,8 +102,8 @@ def _softmax_cases(generator, hidden):
         _softmax_case(far_apart, -1, "rows at very different scales (about +1000, 0, -1000)"),
         _softmax_case(torch.full((2, 5), 1000.0), 1, "every logit equal to 1000"),
         _softmax_case(_randn(generator, 4, 7) - 2000.0, -1, "logits all near -2000"),
-        _softmax_case(torch.tensor([[0.0, -float("inf"), -float("inf")], [3.0, 1.0, -float("inf")]]),
-                      -1, "a row with one finite logit"),
+        _softmax_case(torch.tensor([[0.0, -math.inf, -math.inf], [3.0, 1.0, -math.inf]]), -1,
+                      "a row with one finite logit"),
         _softmax_case(_randn(generator, 2, 3, 8, dtype=torch.float64) * 50, 0,
                       "a float64 input, dim=0"),
     ]
