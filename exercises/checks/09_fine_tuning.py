@@ -14,13 +14,16 @@ pieces or from a plainer computation:
   per wrapped layer.
 
 While the learner's function runs, llmkit.finetune, llmkit.lora, llmkit.chat_template and
-peft are off limits (each does a whole task).
+peft's LoRA modules are off limits (each does a whole task).
 
-Points are shared out by the share of hidden cases passed, so every hidden case is one the
+A task earns its points only when every hidden case passes, and every hidden case is one the
 usual shortcut fails: every pooled batch has padded rows of different lengths; every
 conversation has two or more replies; every LoRA case has rank >= 2, a bias and a nonzero B;
 every merge is into a weight whose transpose matters; every parameter count has layer names
-that a plain "ends with" or "contains" test would match wrongly.
+that a plain "ends with" or "contains" test would match wrongly. The instant cases already try
+every clause of each statement (a system prompt, a last question with no reply, an empty
+reply; a layer two targets match, a target that is a whole name), so an instant "passed" is
+not followed by a zero.
 """
 
 from __future__ import annotations
@@ -39,7 +42,10 @@ from llmkit.tokenizers import CharTokenizer
 
 SETUP = "import math\nimport torch\nfrom llmkit.grading import check\n"
 
-FINISHED = ("llmkit.finetune", "llmkit.lora", "llmkit.chat_template", "peft")
+# peft by its own modules: the package name alone would cover only what its __init__ defines.
+FINISHED = ("llmkit.finetune", "llmkit.lora", "llmkit.chat_template", "peft.tuners.lora.layer",
+            "peft.tuners.lora.model", "peft.tuners.tuners_utils", "peft.peft_model",
+            "peft.mapping_func", "peft.mapping")
 
 
 # --- 1. mean pooling over left-padded rows --------------------------------------------------
@@ -117,8 +123,11 @@ def _chat_cases(generator, hidden):
     cases = [_chat_case(generator, ["user", "assistant", "user", "assistant"],
                         "two questions, two replies")]
     if not hidden:
-        cases.insert(0, _chat_case(generator, ["user", "assistant"], "one question, one reply"))
-        return cases
+        return [_chat_case(generator, ["user", "assistant"], "one question, one reply"), *cases,
+                _chat_case(generator, ["system", "user", "assistant", "user", "assistant", "user"],
+                           "a system prompt, and a last question with no reply"),
+                _chat_case(generator, ["user", "assistant", "user", "assistant"],
+                           "an empty first reply (only its end marker is learned)", empty_reply=1)]
     cases += [
         _chat_case(generator, ["system", "user", "assistant", "user", "assistant"],
                    "a system prompt, then two exchanges"),
@@ -269,7 +278,7 @@ def _compare_merge(answer, case):
     problem = compare_tensors(answer, case.expected, name="the merged weight",
                               any_float_dtype=True, atol=1e-4, rtol=1e-4)
     if problem and isinstance(answer, torch.Tensor):
-        if answer.shape == weight.shape[::-1]:
+        if answer.shape != case.expected.shape and answer.shape == weight.shape[::-1]:
             problem += " It has the shape of an nn.Linear weight; a Conv1D weight is (in, out)."
         elif answer.shape == case.expected.shape:
             rank = A.shape[0]
@@ -316,7 +325,10 @@ def _count_cases(generator, hidden):
         return [_count_case(_gpt_layers(generator, 2, width, decoys=False), ["attn.qkv"], 4,
                             "attention's qkv in two blocks"),
                 _count_case(_gpt_layers(generator, 2, width), ["proj"], 2,
-                            "'proj' (attn.out_proj is another layer)")]
+                            "'proj' (attn.out_proj is another layer)"),
+                _count_case(_gpt_layers(generator, 2, width), ["lm_head", "fc", "mlp.fc"], 3,
+                            "a whole name as a target; 'fc' is not 'gate_fc'; mlp.fc named "
+                            "twice")]
     cases = []
     # Each hidden case has a decoy for one of its targets and a layer two targets match.
     for targets, rank, note in [
@@ -362,16 +374,17 @@ EXERCISES = [
     Exercise("finetune.mean_pool", "mean_pool", 2, "Mean pooling over left-padded rows",
              _pool_cases, _compare_pool, forbidden=FINISHED,
              hint="Only the real tokens count, and with left padding they sit at the end of each "
-                  "row, a different number in every row: average each row over its own real "
-                  "positions (a 0/1 weight per position, divided by that row's count)."),
+                  "row, a different number in every row. The usual slips: averaging over every "
+                  "position, dividing by the row's length instead of its real tokens, or "
+                  "assuming the real tokens come first."),
     Exercise("finetune.chat_example", "chat_example", 3,
              "The prompt mask of a multi-turn conversation",
              _chat_cases, _compare_chat, forbidden=FINISHED,
              hint="Every reply is learned, not only the last one: the content of each assistant "
-                  "turn and its end marker. Build the ids and a learned/not-learned flag side by "
-                  "side, stop after the last learned id, then shift by one: a position's label "
-                  "is the next id when that id is learned."),
-    Exercise("finetune.lora_forward", "lora_forward", 2, "LoRA on a layer with a bias",
+                  "turn and the end marker that closes it, and nothing of the other turns. A "
+                  "label is about the next id (what the position predicts), so decide what is "
+                  "learned per id first and shift afterwards."),
+    Exercise("finetune.lora_forward", "lora_forward", 2, "Warm-up: LoRA on a layer with a bias",
              _forward_cases, _compare_forward, forbidden=FINISHED,
              hint="The frozen layer (weight and bias) plus the low-rank path through A then B, "
                   "scaled by alpha over the rank (the number of rows of A). The bias belongs "
