@@ -81,19 +81,23 @@ def check_same(mine, reference, what: str, *, against: str = "llmkit's",
             f"{what}: your result differs from {against}.\n" + "\n".join(detail[:6])
             + "\nCompare the two on a tiny input, one step at a time."
         ) from None
-    print(f"✓ {what}: yours matches {against}")
+    print(f"✓ {what}: matches {against}")
 
 
-def yours_or_worked(yours, worked, *example):
+def yours_or_worked(yours, worked, *example, then=None):
     """`yours` once it is written, else `worked` (with a note that says so).
 
     A "your turn" cell defines `yours` as a stub whose body raises NotImplementedError; the
     learner replaces the body. The hidden cell after it defines the worked solution and
-    calls this with a small `example` (arguments to try `yours` on). A function that runs,
-    right or wrong, is the learner's: the check after it says whether it is right.
+    calls this with a small `example` (arguments to try `yours` on). For a class, `then`
+    takes the object `yours(*example)` built and uses it (e.g. a forward pass), so a class
+    whose __init__ is written but whose forward is not still counts as unwritten. A piece
+    that runs, right or wrong, is the learner's: the check after it says whether it is right.
     """
     try:
-        yours(*example)
+        made = yours(*example)
+        if then is not None:
+            then(made)
     except NotImplementedError:
         print(f"{yours.__name__} is not written yet, so the lesson goes on with the worked "
               "solution (the hidden cell above: open it once you have tried).")

@@ -62,3 +62,20 @@ def test_yours_or_worked_takes_the_learners_function_once_it_is_written(capsys):
     assert capsys.readouterr().out == ""
     with pytest.raises(ZeroDivisionError):                # a crash is the learner's to see
         yours_or_worked(lambda x: x / 0, worked, 3)
+
+
+def test_a_class_counts_as_written_only_when_what_then_uses_is_written(capsys):
+    class Half:
+        def __init__(self, width):
+            self.width = width
+
+        def forward(self, x):
+            raise NotImplementedError("your turn")
+
+    class Worked(Half):
+        def forward(self, x):
+            return x * self.width
+
+    assert yours_or_worked(Half, Worked, 2) is Half          # __init__ alone runs fine
+    assert yours_or_worked(Half, Worked, 2, then=lambda made: made.forward(1)) is Worked
+    assert "Half is not written yet" in capsys.readouterr().out
