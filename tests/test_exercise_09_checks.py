@@ -281,6 +281,10 @@ def test_the_warm_up_is_the_lessons_formula(seed):
 
 
 def test_slips_get_messages_that_name_them():
+    exercise = EXERCISES["finetune.mean_pool"]
+    case = _cases("finetune.mean_pool", 0, False)[0]
+    assert "one position" in exercise.compare(lesson_pool_last(*case.args), case)
+    assert "every position" in exercise.compare(mean_pool_everything(*case.args), case)
     exercise = EXERCISES["finetune.lora_forward"]
     case = _cases("finetune.lora_forward", 0, False)[0]
     assert "alpha divided by the rank" in exercise.compare(lora_scaled_by_alpha(*case.args), case)

@@ -444,6 +444,10 @@ def test_slips_get_messages_that_name_them():
     assert any(m and "system prompt is always kept" in m for m in messages)
     case = next(c for c in _cases("applications.trim", 0, False) if c.expected is None)
     assert "return None" in exercise.compare([], case)
+    exercise = EXERCISES["applications.chrf"]
+    case = _cases("applications.chrf", 0, False)[1]                      # chrF++: 6, 2, 2
+    assert "word orders are missing" in exercise.compare(lesson_chrf(*case.args), case)
+    assert "one F-score per order" in exercise.compare(chrf_averages_f_scores(*case.args), case)
 
 
 # --- the checks' expected values against independent computations -------------------------

@@ -369,10 +369,24 @@ def _chrf_cases(generator, hidden):
 
 
 def _compare_chrf(answer, case):
+    import sacrebleu
+
     problem = _compare_score(answer, case, "chrF++", 100)
-    if problem and isinstance(answer, (int, float)) and not isinstance(answer, bool) \
-            and 0 < answer <= 1 and case.expected > 1:
+    if not problem or isinstance(answer, bool) or not isinstance(answer, (int, float)):
+        return problem
+    hypotheses, references, char_order, word_order, beta = case.args
+
+    def variant(**changes):
+        options = dict(char_order=char_order, word_order=word_order, beta=beta) | changes
+        return sacrebleu.CHRF(**options).corpus_score(hypotheses, [references]).score
+
+    if 0 < answer <= 1 and case.expected > 1:
         problem += " chrF is on a 0-100 scale."
+    elif word_order and abs(answer - variant(word_order=0)) < 1e-6:
+        problem += " That is the score of the character n-grams alone: the word orders are missing."
+    elif abs(answer - variant(eps_smoothing=True)) < 1e-6:
+        problem += (" That is the mean of one F-score per order; average precision and recall "
+                    "over the orders first, then combine them once.")
     return problem
 
 
