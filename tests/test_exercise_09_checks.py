@@ -430,6 +430,23 @@ def chat_with_llmkit(turns, markers):
                                            for n, (role, _) in enumerate(turns)])
 
 
+def chat_with_the_template(turns, markers):
+    from llmkit.chat_template import encode_chat
+
+    contents = {f"turn {n}": list(content) for n, (_, content) in enumerate(turns)}
+    tokenizer = SimpleNamespace(
+        special_tokens={"<|system|>": markers["system"], "<|user|>": markers["user"],
+                        "<|assistant|>": markers["assistant"], "<|end|>": markers["end"],
+                        "<|pad|>": -1},
+        encode=lambda text: [markers["newline"]] if text == "\n" else contents[text])
+    ids, learn = encode_chat(tokenizer, [{"role": role, "content": f"turn {n}"}
+                                         for n, (role, _) in enumerate(turns)])
+    last = max(i for i, learned in enumerate(learn) if learned)
+    ids, learn = ids[:last + 1], learn[:last + 1]
+    return {"input_ids": ids[:-1],
+            "labels": [ids[i] if learn[i] else -100 for i in range(1, len(ids))]}
+
+
 def lora_with_llmkit(x, weight, bias, A, B, alpha):
     from llmkit.lora import LoRALinear
 
@@ -496,6 +513,7 @@ def count_with_peft(layers, targets, rank):
 
 FORBIDDEN = [("finetune.mean_pool", pool_with_llmkit),
              ("finetune.chat_example", chat_with_llmkit),
+             ("finetune.chat_example", chat_with_the_template),
              ("finetune.lora_forward", lora_with_llmkit),
              ("finetune.lora_forward", lora_with_peft),
              ("finetune.merge_conv1d", merge_with_llmkit),

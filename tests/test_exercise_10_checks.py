@@ -579,6 +579,18 @@ def chrf_with_sacrebleu(hypotheses, references, char_order, word_order, beta):
                                  word_order=word_order, beta=beta).score
 
 
+def chrf_with_sacrebleus_class(hypotheses, references, char_order, word_order, beta):
+    from sacrebleu.metrics import CHRF
+    return CHRF(char_order=char_order, word_order=word_order, beta=beta).corpus_score(
+        hypotheses, [references]).score
+
+
+def rouge_with_its_tokenizer(prediction, reference):
+    from rouge_score.tokenize import tokenize
+    a, b = tokenize(prediction, None), tokenize(reference, None)
+    return _f(_lcs(a, b), len(a), len(b)) if a and b else 0.0
+
+
 def chrf_with_llmkit(hypotheses, references, char_order, word_order, beta):
     from llmkit.evaluate import chrf as finished
     return finished(hypotheses, references, char_order=char_order, word_order=word_order,
@@ -594,8 +606,10 @@ FORBIDDEN = [("applications.squad_em", squad_with_llmkit),
              ("applications.squad_em", squad_with_normalize_answer),
              ("applications.rouge_l", rouge_with_rouge_score),
              ("applications.rouge_l", rouge_with_llmkit),
+             ("applications.rouge_l", rouge_with_its_tokenizer),
              ("applications.trim", trim_with_chat_session),
              ("applications.chrf", chrf_with_sacrebleu),
+             ("applications.chrf", chrf_with_sacrebleus_class),
              ("applications.chrf", chrf_with_llmkit),
              ("applications.chrf", chrf_with_nltk)]
 
