@@ -75,7 +75,8 @@ def passed(exercise, function, cases):
 def lesson_exact_match(predictions, references):
     # the lesson's exact match: character for character (llmkit.evaluate.exact_match's rule
     # without normalize), as a percentage, any acceptable answer
-    return 100.0 * sum(p in answers for p, answers in zip(predictions, references)) / len(predictions)
+    hits = sum(p in answers for p, answers in zip(predictions, references))
+    return 100.0 * hits / len(predictions)
 
 
 def char_ngrams(text, n):
@@ -134,8 +135,10 @@ def _normalise(text, punctuation="", articles=r"\b(a|an|the)\b"):
     return " ".join(text.split())
 
 
-squad_punctuation_to_space = _squad("squad_punctuation_to_space", lambda t: _normalise(t, punctuation=" "))
-squad_articles_anywhere = _squad("squad_articles_anywhere", lambda t: _normalise(t, articles=r"(a|an|the)"))
+squad_punctuation_to_space = _squad("squad_punctuation_to_space",
+                                    lambda t: _normalise(t, punctuation=" "))
+squad_articles_anywhere = _squad("squad_articles_anywhere",
+                                 lambda t: _normalise(t, articles=r"(a|an|the)"))
 squad_first_answer_only = _squad("squad_first_answer_only", _normalise, any_answer=False)
 squad_share_not_percent = _squad("squad_share_not_percent", _normalise, scale=1.0)
 squad_articles_before_lower = _squad("squad_articles_before_lower", 
@@ -151,7 +154,8 @@ def _lcs(a, b):
     table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
     for i, x in enumerate(a):
         for j, y in enumerate(b):
-            table[i + 1][j + 1] = table[i][j] + 1 if x == y else max(table[i][j + 1], table[i + 1][j])
+            table[i + 1][j + 1] = (table[i][j] + 1 if x == y
+                                   else max(table[i][j + 1], table[i + 1][j]))
     return table[-1][-1]
 
 
@@ -284,7 +288,8 @@ def _chrf_stats(hypotheses, references, char_order, word_order, words=_chrf_word
         return Counter(tuple(items[i:i + n]) for i in range(len(items) - n + 1))
 
     stats = []
-    orders = [(True, n) for n in range(1, char_order + 1)] + [(False, n) for n in range(1, word_order + 1)]
+    orders = ([(True, n) for n in range(1, char_order + 1)]
+              + [(False, n) for n in range(1, word_order + 1)])
     for chars, n in orders:
         m = h_total = r_total = 0
         for hyp, ref in zip(hypotheses, references):

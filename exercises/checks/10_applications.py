@@ -294,7 +294,8 @@ def _compare_trim(answer, case):
         return (f"it returned None, but {len(expected)} messages fit the limit of {limit} "
                 f"(costing {_total(expected)}).")
     if not isinstance(answer, list):
-        return f"trim_history should return a list of messages, but it returned {describe_type(answer)}."
+        return ("trim_history should return a list of messages, but it returned "
+                f"{describe_type(answer)}.")
     if answer == expected:
         return None
     if not _dicts(answer):
@@ -360,8 +361,9 @@ def _chrf_cases(generator, hidden):
                        ["un gato pequeño y gris", "el perro"], 4, 2, 2.0,
                        "one short and one long sentence (corpus counts, not a mean of "
                        "sentence scores)"),
-            _chrf_case(["\"Hola.\" dijo (Mia)", "¡Sí! ¿Y tú?"], ["\"Hola\". dijo Mia", "Sí. ¿Y tú?"],
-                       3, 2, 2.0, "quotes and brackets: one character split off a word"),
+            _chrf_case(["\"Hola.\" dijo (Mia)", "¡Sí! ¿Y tú?"],
+                       ["\"Hola\". dijo Mia", "Sí. ¿Y tú?"], 3, 2, 2.0,
+                       "quotes and brackets: one character split off a word"),
             _chrf_case(["sí", "no"], ["sí", "."], 1, 2, 1.0,
                        "one-word references, so no word pair at all"),
         ]
