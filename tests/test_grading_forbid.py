@@ -223,3 +223,15 @@ def test_a_forbidden_enum_does_not_forbid_every_enum():
     assert caught(rules, honest) == []
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     assert any("grad_scaler" in what for what in caught(rules, lambda: scaler.get_scale()))
+
+
+def test_a_package_rules_out_what_its_submodules_define():
+    """sacrebleu defines its metrics in submodules: naming the package must cover them,
+    whatever route reached them (the package's re-export or the submodule itself)."""
+    sacrebleu = pytest.importorskip("sacrebleu")
+    from sacrebleu.metrics.chrf import CHRF
+
+    rules = Rules(pieces=("sacrebleu",))
+    assert caught(rules, lambda: sacrebleu.sentence_chrf("the cat", ["the cat sat"]))
+    assert caught(rules, lambda: CHRF().sentence_score("the cat", ["the cat sat"]))
+    assert caught(rules, lambda: len("the cat")) == []

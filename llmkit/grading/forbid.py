@@ -116,10 +116,18 @@ def _collect(target, label: str, codes: dict, builtins: dict, seen: set) -> None
             _collect(member, f"{label}.{attribute}", codes, builtins, seen)
         return
     if inspect.ismodule(target):
+        # A module's own functions and classes; a package's also come from its submodules
+        # (sacrebleu's metrics, peft's LoRA live there), loaded ones included.
+        name = target.__name__
+        inside = (name + ".") if hasattr(target, "__path__") else None
         for attribute, member in vars(target).items():
-            home = getattr(member, "__module__", None)
-            if home == target.__name__ and (inspect.isfunction(member)
-                                            or inspect.isclass(member)):
+            if inspect.ismodule(member):
+                if inside and member.__name__.startswith(inside):
+                    _collect(member, f"{label}.{attribute}", codes, builtins, seen)
+                continue
+            home = getattr(member, "__module__", None) or ""
+            own = home == name or (inside is not None and home.startswith(inside))
+            if own and (inspect.isfunction(member) or inspect.isclass(member)):
                 _collect(member, f"{label}.{attribute}", codes, builtins, seen)
         return
     if callable(target):  # e.g. a functools.partial or an object with __call__
