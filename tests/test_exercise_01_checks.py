@@ -18,6 +18,8 @@ import llmkit.bigram
 from llmkit.grading import ASSIGNMENTS, check
 from llmkit.grading.exercise import hidden_cases
 
+from exercise_support import passed
+
 ASSIGNMENT = ASSIGNMENTS["01_bigrams"]
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENT.exercises}
 CHECKS = __import__("sys").modules["llmkit_exercise_checks.01_bigrams"]
@@ -175,25 +177,6 @@ WRONG = [("bigram.counts", counts_rows_joined),
          ("bigram.perplexity", bits_per_token),
          ("bigram.perplexity", bits_counting_every_token),
          ("bigram.smoothing", smoothing_chosen_on_training_text)]
-
-
-def fresh(args):
-    """Copies of a case's inputs, as the grader gives each call (a generator seeded anew)."""
-    return [a.clone() if isinstance(a, torch.Tensor) else
-            torch.Generator().manual_seed(a.initial_seed()) if isinstance(a, torch.Generator)
-            else a for a in args]
-
-
-def passed(exercise, function, cases):
-    results = []
-    for case in cases:
-        try:
-            answers = [function(*fresh(case.args)) for _ in range(case.calls)]
-            results.append(exercise.compare(answers[0] if case.calls == 1 else answers,
-                                            case) is None)
-        except Exception:   # a shape error is a failed case
-            results.append(False)
-    return results
 
 
 def instant_cases(exercise, seed):

@@ -21,6 +21,8 @@ from llmkit.tokenizers import GPT2_SPLIT_PATTERN, BPETokenizer
 from llmkit.tokenizers import get_pair_counts as llmkit_pair_counts
 from llmkit.tokenizers import merge_pair as llmkit_merge_pair
 
+from exercise_support import passed
+
 ASSIGNMENT = ASSIGNMENTS["02_bpe"]
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENT.exercises}
 CHECKS = sys.modules["llmkit_exercise_checks.02_bpe"]
@@ -266,22 +268,6 @@ WRONG = [("bpe.pair_counts", pairs_each_word_once),
          ("bpe.encode", encode_smallest_pair_first),
          ("bpe.special", special_in_the_order_given),
          ("bpe.special", special_always_all)]
-
-
-def fresh(args):
-    return [a.clone() if isinstance(a, torch.Tensor) else
-            {k: v for k, v in a.items()} if isinstance(a, dict) else
-            list(a) if isinstance(a, list) else a for a in args]
-
-
-def passed(exercise, function, cases):
-    results = []
-    for case in cases:
-        try:
-            results.append(exercise.compare(function(*fresh(case.args)), case) is None)
-        except Exception:   # a KeyError or TypeError is a failed case
-            results.append(False)
-    return results
 
 
 def instant_cases(exercise, seed):

@@ -19,6 +19,8 @@ from llmkit.grading.forbid import Rules, Watch
 from llmkit.model import GPTConfig
 from llmkit.model.attention import CausalSelfAttention, causal_mask as llmkit_causal_mask
 
+from exercise_support import passed
+
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENTS["05_attention"].exercises}
 SEEDS = [0, 1, 2]
 
@@ -204,17 +206,6 @@ WRONG = [("attention.weights", weights_unscaled, True),
          ("attention.entropy", entropy_nan, True),
          ("attention.entropy", entropy_bits, True),
          ("attention.entropy", entropy_summed, True)]
-
-
-def passed(exercise, function, cases):
-    results = []
-    for case in cases:
-        args = [a.clone() if isinstance(a, torch.Tensor) else a for a in case.args]
-        try:
-            results.append(exercise.compare(function(*args), case) is None)
-        except Exception:   # a shape error is a failed case
-            results.append(False)
-    return results
 
 
 def instant_cases(exercise, seed):

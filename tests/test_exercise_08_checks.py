@@ -13,6 +13,8 @@ import torch
 from llmkit.grading import ASSIGNMENTS, check
 from llmkit.grading.exercise import hidden_cases
 
+from exercise_support import passed
+
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENTS["08_generation"].exercises}
 
 
@@ -197,23 +199,6 @@ WRONG = [("generation.temperature", temperature_plain_exp, True),
          ("generation.repetition_penalty", penalty_without_window, True),
          ("generation.repetition_penalty", lesson_penalty, True),
          ("generation.sample", sample_filters_before_temperature, False)]
-
-
-def passed(exercise, function, cases):
-    results = []
-    for case in cases:
-        try:
-            answers = []
-            for _ in range(case.calls):
-                args = [a.clone() if isinstance(a, torch.Tensor) else a for a in case.args]
-                if isinstance(args[-1], torch.Generator):   # a fresh generator, seeded the same
-                    args[-1] = torch.Generator().manual_seed(case.args[-1].initial_seed())
-                answers.append(function(*args))
-        except Exception:   # a crash is a failed case
-            results.append(False)
-            continue
-        results.append(exercise.compare(answers[0] if case.calls == 1 else answers, case) is None)
-    return results
 
 
 def test_every_task_is_checked_and_the_points_add_up():

@@ -9,7 +9,6 @@ text); and every finished piece a task rules out is reported forbidden.
 The lesson's code and the wrong solutions are written here by hand.
 """
 
-import copy
 import functools
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +20,8 @@ from torch import nn
 
 from llmkit.grading import ASSIGNMENTS, check
 from llmkit.grading.exercise import hidden_cases
+
+from exercise_support import passed
 
 ASSIGNMENT = ASSIGNMENTS["09_fine_tuning"]
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENT.exercises}
@@ -52,17 +53,6 @@ def _cases(exercise_id, seed, hidden):
     if hidden:
         return tuple(hidden_cases(exercise, seed))
     return tuple(exercise.make_cases(torch.Generator().manual_seed(seed), False))
-
-
-def passed(exercise, function, cases):
-    results = []
-    for case in cases:
-        args = [a.clone() if isinstance(a, torch.Tensor) else copy.deepcopy(a) for a in case.args]
-        try:
-            results.append(exercise.compare(function(*args), case) is None)
-        except Exception:   # a crash is a failed case
-            results.append(False)
-    return results
 
 
 # --- lesson 09's own code, pasted into each task's signature --------------------------------

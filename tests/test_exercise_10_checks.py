@@ -21,6 +21,8 @@ import torch
 from llmkit.grading import ASSIGNMENTS, check
 from llmkit.grading.exercise import hidden_cases
 
+from exercise_support import passed
+
 ASSIGNMENT = ASSIGNMENTS["10_applications"]
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENT.exercises}
 SOURCE = Path(__file__).resolve().parents[1] / "exercises" / "source" / "10_applications.ipynb"
@@ -58,16 +60,6 @@ def _copy(value):
     if isinstance(value, dict):
         return {k: _copy(v) for k, v in value.items()}
     return value
-
-
-def passed(exercise, function, cases):
-    results = []
-    for case in cases:
-        try:
-            results.append(exercise.compare(function(*_copy(list(case.args))), case) is None)
-        except Exception:   # a crash is a failed case
-            results.append(False)
-    return results
 
 
 # --- lesson 10's own code, pasted into each task's signature --------------------------------

@@ -18,6 +18,8 @@ import torch
 from llmkit.grading import ASSIGNMENTS, check
 from llmkit.grading.exercise import hidden_cases
 
+from exercise_support import passed
+
 ASSIGNMENT = ASSIGNMENTS["11_scaling_up"]
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENT.exercises}
 SOURCE = Path(__file__).resolve().parents[1] / "exercises" / "source" / "11_scaling_up.ipynb"
@@ -47,18 +49,6 @@ def _cases(exercise_id, seed, hidden):
     if hidden:
         return tuple(hidden_cases(exercise, seed))
     return tuple(exercise.make_cases(torch.Generator().manual_seed(seed), False))
-
-
-def passed(exercise, function, cases):
-    results = []
-    for case in cases:
-        args = [a.clone() if isinstance(a, torch.Tensor) else
-                (list(a) if isinstance(a, list) else a) for a in case.args]
-        try:
-            results.append(exercise.compare(function(*args), case) is None)
-        except Exception:   # a crash is a failed case
-            results.append(False)
-    return results
 
 
 # --- the lesson's own code, pasted as the answer (or the closest the lesson shows) -----------

@@ -18,6 +18,8 @@ from llmkit.grading.checks import rules_for
 from llmkit.grading.exercise import hidden_cases
 from llmkit.grading.forbid import Watch
 
+from exercise_support import passed
+
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENTS["12_future_trends"].exercises}
 CHECKS = sys.modules["llmkit_exercise_checks.12_future_trends"]   # loaded by ASSIGNMENTS
 
@@ -306,17 +308,6 @@ WRONG = [("future.swiglu_width", swiglu_width_floor),
          ("future.cached_attention", cached_top_left),
          ("future.cached_attention", cached_adjacent_pairs),
          ("future.cached_attention", cached_rotating_cache_again)]
-
-
-def passed(exercise, function, cases):
-    results = []
-    for case in cases:
-        args = [a.clone() if isinstance(a, torch.Tensor) else a for a in case.args]
-        try:
-            results.append(exercise.compare(function(*args), case) is None)
-        except Exception:   # a shape error is a failed case
-            results.append(False)
-    return results
 
 
 def instant_cases(exercise_id, seed):
