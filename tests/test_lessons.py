@@ -1,10 +1,11 @@
 """Every lesson follows the course's rhythm, and every link in it leads somewhere.
 
-nbval runs the lessons themselves (testpaths include `lessons/`); these tests read them.
-Each lesson opens with its title, what the learner will be able to do, the time it takes
-and what it builds on; picks the device (so the same cells use a GPU); sizes its work with
-`budget(...)` (so quick mode shrinks it); checks the learner's piece against llmkit; and
-ends with a recap, "try this" prompts and its exercises.
+The browser test runs the lessons themselves (tests/test_browser_lessons.py); these tests
+read them. Each lesson opens with its title, what the learner will be able to do, the time
+it takes and what it builds on; picks the device (so the same cells use a GPU); sizes its
+work with `budget(...)` (so quick mode shrinks it); has the learner write its central pieces
+("your turn", with a hidden worked solution) and checks them against llmkit; and ends with a
+recap, "try this" prompts and its exercises.
 """
 
 import re
@@ -76,3 +77,30 @@ def test_every_relative_link_in_a_lesson_exists(path):
 def test_readme_starts_learners_at_the_first_lesson():
     readme = (ROOT / "README.md").read_text()
     assert f"lessons/{LESSONS[0].name}" in readme
+
+
+def _is_hidden_worked_solution(cell) -> bool:
+    return (cell.metadata.get("jupyter", {}).get("source_hidden") is True
+            and "worked-solution" in cell.metadata.get("tags", []))
+
+
+@pytest.mark.parametrize("path", LESSONS[1:], ids=lambda p: p.stem)
+def test_each_your_turn_is_a_stub_a_hidden_worked_solution_and_a_check(path):
+    """Where a lesson asks the learner to write a piece: a stub cell the learner fills, the
+    worked solution after it hidden by default (it stands in until the stub is written, so
+    the tests run it), then a check of the learner's piece against a reference."""
+    cells = read(path).cells
+    turns = [i for i, cell in enumerate(cells)
+             if cell.cell_type == "code" and "yours_or_worked(" in cell.source]
+    assert turns, f"{path.name}: no 'your turn' (a piece the learner writes and checks)"
+    for i in turns:
+        stub, worked = cells[i - 1], cells[i]
+        where = f"{path.name}, cell {i}"
+        assert _is_hidden_worked_solution(worked), \
+            f"{where}: the worked solution is not hidden (jupyter.source_hidden and the " \
+            "'worked-solution' tag)"
+        assert stub.cell_type == "code" and "raise NotImplementedError" in stub.source, \
+            f"{where}: the cell before the worked solution is not the learner's stub"
+        after = [c.source for c in cells[i + 1:i + 4] if c.cell_type == "code"]
+        assert any("check_same(" in source for source in after), \
+            f"{where}: no check_same(...) within the next cells"
