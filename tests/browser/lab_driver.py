@@ -120,17 +120,25 @@ KERNEL_IDLE_JS = """() => {
   return !!kernel && kernel.status === 'idle' && panel.content.widgets.length > 0;
 }"""
 
-# Done when the kernel is idle and every prompt is numbered, or when a cell failed (the
-# run stops there, leaving the later prompts empty, so waiting longer would not help).
+# The execution count of every code cell, from the notebook's model (a cell whose input is
+# hidden, e.g. a worked solution, shows an empty placeholder prompt in the page).
+EXECUTION_COUNTS_JS = """() => window.jupyterapp.shell.currentWidget.content.widgets
+  .filter(cell => cell.model.type === 'code').map(cell => cell.model.executionCount)"""
+
+# Done when the kernel is idle, no cell is queued and every code cell has run, or when a
+# cell failed (the run stops there, leaving the later cells unrun, so waiting longer would
+# not help).
 ALL_CELLS_RUN_JS = """() => {
   const panel = window.jupyterapp.shell.currentWidget;
   const kernel = panel.sessionContext.session.kernel;
-  const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
-                  .map(p => p.textContent.trim());
+  const counts = panel.content.widgets.filter(cell => cell.model.type === 'code')
+                      .map(cell => cell.model.executionCount);
+  const queued = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+                 .some(p => p.textContent.trim() === '[*]:');
   const failed = document.querySelector(
       '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]') !== null;
-  return kernel.status === 'idle' && prompts.length > 0 && !prompts.includes('[*]:')
-         && (failed || prompts.every(p => /^\\[\\d+\\]:$/.test(p)));
+  return kernel.status === 'idle' && counts.length > 0 && !queued
+         && (failed || counts.every(n => n !== null && n > 0));
 }"""
 
 RUN_ALL_JS = "() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }"
