@@ -384,7 +384,8 @@ def test_bpe_reference_calls_earn_nothing(tmp_path):
     notebook = source("02_bpe")
     set_task(notebook, "bpe-merge", "from llmkit.tokenizers.bpe import merge_pair\n")
     set_task(notebook, "bpe-train",
-             "from llmkit.tokenizers import BPETokenizer\n\ndef train_bpe(text, num_merges):\n"
+             "from llmkit.tokenizers import BPETokenizer\n\n"
+             "def train_bpe(text, num_merges, min_count=1):\n"
              "    BPETokenizer.train(text, 256 + num_merges)\n    return {}\n")
     save(notebook, tmp_path / "02_bpe.ipynb")
     grade = grade_paths([tmp_path / "02_bpe.ipynb"], seed=1, limits=FAST, execute=False)[0]
