@@ -446,3 +446,20 @@ def test_code_that_kills_the_grading_process_costs_only_its_tasks(tmp_path):
     assert status(killer)["bigram.smoothing"] in ("failed", "error")
     assert killer.total == 12 - 2 - 3
     assert following.total == 12
+
+
+def test_the_table_has_one_block_per_assignment_with_its_own_columns():
+    from llmkit.grading.grader import ExerciseGrade, NotebookGrade
+
+    def notebook(student, assignment, ids):
+        grade = NotebookGrade(student, f"{student}/{assignment}.ipynb", assignment,
+                              max_points=2 * len(ids))
+        grade.exercises = [ExerciseGrade(i, i, 2.0, 2, "passed") for i in ids]
+        return grade
+
+    grades = [notebook("ann", "01_bigrams", ["bigram.a", "bigram.b"]),
+              notebook("ann", "02_bpe", ["bpe.c"]),
+              notebook("ben", "01_bigrams", ["bigram.a", "bigram.b"])]
+    first, second = format_table(grades).split("\n\n")
+    assert "bigram.a" in first and "bpe.c" not in first and first.count("01_bigrams") == 2
+    assert "bpe.c" in second and "bigram" not in second and "2/2" in second

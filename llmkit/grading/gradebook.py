@@ -21,7 +21,17 @@ from .grader import ExerciseGrade, NotebookGrade
 
 
 def format_table(grades: list[NotebookGrade]) -> str:
-    """A plain-text table: one row per notebook, one column per exercise, then the total."""
+    """Plain-text tables, one per assignment (each has its own exercises): one row per
+    notebook, one column per exercise, then the total."""
+    assignments = []
+    for grade in grades:
+        if grade.assignment not in assignments:
+            assignments.append(grade.assignment)
+    blocks = [_table([g for g in grades if g.assignment == name]) for name in assignments]
+    return "\n\n".join(blocks)
+
+
+def _table(grades: list[NotebookGrade]) -> str:
     ids = _exercise_ids(grades)
     header = ["student", "notebook"] + ids + ["total", "seconds", "notes"]
     rows = []

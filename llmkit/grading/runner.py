@@ -14,6 +14,7 @@ grade: the hidden checks run separately (see sandbox.py).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -31,6 +32,11 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from .isolation import Jail, JailLimits
 
 KILL_GRACE_S = 10  # after a cell's limit, for the interrupt to work before the kill
+
+# jupyter_client logs this when a kernel client is collected after its sandbox is gone (the
+# context went with it): harmless, and it would clutter the teacher's table once a notebook.
+logging.getLogger("traitlets").addFilter(
+    lambda record: "Could not destroy zmq context" not in record.getMessage())
 
 
 @dataclass
