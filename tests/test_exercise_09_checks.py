@@ -10,10 +10,8 @@ The lesson's code and the wrong solutions are written here by hand.
 """
 
 import functools
-from pathlib import Path
 from types import SimpleNamespace
 
-import nbformat
 import pytest
 import torch
 from torch import nn
@@ -21,30 +19,14 @@ from torch import nn
 from llmkit.grading import ASSIGNMENTS, check
 from llmkit.grading.exercise import hidden_cases
 
-from exercise_support import passed
+from exercise_support import passed, reference_solutions
 
 ASSIGNMENT = ASSIGNMENTS["09_fine_tuning"]
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENT.exercises}
-SOURCE = Path(__file__).resolve().parents[1] / "exercises" / "source" / "09_fine_tuning.ipynb"
 WARM_UP = "finetune.lora_forward"
 
 
-def _reference_solutions() -> dict:
-    """The source notebook's solution cells, run as the grader runs them (setup first)."""
-    namespace: dict = {}
-    exec(ASSIGNMENT.setup, namespace)
-    notebook = nbformat.read(SOURCE, as_version=4)
-    solutions = {}
-    for cell in notebook.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("solution"):
-            exec(cell.source, namespace)
-            exercise = next(e for e in ASSIGNMENT.exercises if e.grade_id == meta["grade_id"])
-            solutions[exercise.id] = namespace[exercise.function]
-    return solutions
-
-
-RIGHT = _reference_solutions()
+RIGHT = reference_solutions("09_fine_tuning")
 
 
 @functools.lru_cache(maxsize=None)

@@ -12,38 +12,18 @@ import functools
 import re
 import string
 from collections import Counter
-from pathlib import Path
 
-import nbformat
 import pytest
 import torch
 
 from llmkit.grading import ASSIGNMENTS, check
 from llmkit.grading.exercise import hidden_cases
 
-from exercise_support import passed
+from exercise_support import passed, reference_solutions
 
 ASSIGNMENT = ASSIGNMENTS["10_applications"]
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENT.exercises}
-SOURCE = Path(__file__).resolve().parents[1] / "exercises" / "source" / "10_applications.ipynb"
-
-
-def _reference_solutions() -> dict:
-    """The source notebook's solution cells, run as the grader runs them (setup first)."""
-    namespace: dict = {}
-    exec(ASSIGNMENT.setup, namespace)
-    notebook = nbformat.read(SOURCE, as_version=4)
-    solutions = {}
-    for cell in notebook.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("solution"):
-            exec(cell.source, namespace)
-            exercise = next(e for e in ASSIGNMENT.exercises if e.grade_id == meta["grade_id"])
-            solutions[exercise.id] = namespace[exercise.function]
-    return solutions
-
-
-RIGHT = _reference_solutions()
+RIGHT = reference_solutions("10_applications")
 
 
 @functools.lru_cache(maxsize=None)

@@ -8,9 +8,7 @@ The wrong solutions are written here by hand, one per slip the cases are built t
 
 import functools
 import math
-from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -18,29 +16,11 @@ import torch
 from llmkit.grading import ASSIGNMENTS, check
 from llmkit.grading.exercise import hidden_cases
 
-from exercise_support import passed
+from exercise_support import passed, reference_solutions
 
 ASSIGNMENT = ASSIGNMENTS["11_scaling_up"]
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENT.exercises}
-SOURCE = Path(__file__).resolve().parents[1] / "exercises" / "source" / "11_scaling_up.ipynb"
-
-
-def _reference_solutions() -> dict:
-    """The source notebook's solution cells, run as the grader runs them (setup first)."""
-    namespace: dict = {}
-    exec(ASSIGNMENT.setup, namespace)
-    notebook = nbformat.read(SOURCE, as_version=4)
-    solutions = {}
-    for cell in notebook.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("solution"):
-            exec(cell.source, namespace)
-            exercise = next(e for e in ASSIGNMENT.exercises if e.grade_id == meta["grade_id"])
-            solutions[exercise.id] = namespace[exercise.function]
-    return solutions
-
-
-RIGHT = _reference_solutions()
+RIGHT = reference_solutions("11_scaling_up")
 
 
 @functools.lru_cache(maxsize=None)
