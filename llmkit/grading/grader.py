@@ -12,8 +12,8 @@ For each notebook the grader:
    (its own, and the task cells defining names it uses) to a server inside that
    student's own sandbox (isolation.py, sandbox.py), which runs them and the learner's
    function on the hidden cases in a fresh child; the answers come back as data and are
-   judged here, against references computed before any learner code ran. Points are
-   shared out by the fraction of cases passed; forbidden work earns zero for that task.
+   judged here, against references computed before any learner code ran. A task earns
+   its points when every case passes, and nothing otherwise; forbidden work earns zero.
 
 Every reply is read with a deadline. A sandbox that stops answering (killed, stopped,
 flooded, out of time) is killed whole and replaced by a fresh one: it costs that task, and
