@@ -18,7 +18,7 @@ import llmkit.bigram
 from llmkit.grading import ASSIGNMENTS, check
 from llmkit.grading.exercise import hidden_cases
 
-from exercise_support import passed
+from exercise_support import instant_cases, passed
 
 ASSIGNMENT = ASSIGNMENTS["01_bigrams"]
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENT.exercises}
@@ -177,10 +177,6 @@ WRONG = [("bigram.counts", counts_rows_joined),
          ("bigram.perplexity", bits_per_token),
          ("bigram.perplexity", bits_counting_every_token),
          ("bigram.smoothing", smoothing_chosen_on_training_text)]
-
-
-def instant_cases(exercise, seed):
-    return exercise.make_cases(torch.Generator().manual_seed(seed), False)
 
 
 def test_every_task_is_covered_and_the_points_stay():

@@ -13,7 +13,6 @@ import warnings
 
 import pytest
 import regex
-import torch
 
 from llmkit.grading import ASSIGNMENTS, check
 from llmkit.grading.exercise import hidden_cases
@@ -21,7 +20,7 @@ from llmkit.tokenizers import GPT2_SPLIT_PATTERN, BPETokenizer
 from llmkit.tokenizers import get_pair_counts as llmkit_pair_counts
 from llmkit.tokenizers import merge_pair as llmkit_merge_pair
 
-from exercise_support import passed
+from exercise_support import instant_cases, passed
 
 ASSIGNMENT = ASSIGNMENTS["02_bpe"]
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENT.exercises}
@@ -268,10 +267,6 @@ WRONG = [("bpe.pair_counts", pairs_each_word_once),
          ("bpe.encode", encode_smallest_pair_first),
          ("bpe.special", special_in_the_order_given),
          ("bpe.special", special_always_all)]
-
-
-def instant_cases(exercise, seed):
-    return exercise.make_cases(torch.Generator().manual_seed(seed), False)
 
 
 def test_every_task_is_covered_and_the_points_stay():

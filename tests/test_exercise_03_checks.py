@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from llmkit.grading import ASSIGNMENTS, check
 from llmkit.grading.exercise import hidden_cases
 
-from exercise_support import passed
+from exercise_support import instant_cases, passed
 
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENTS["03_embeddings"].exercises}
 SEEDS = [0, 1, 2]
@@ -212,7 +212,7 @@ def test_every_task_is_checked():
 @pytest.mark.parametrize("exercise_id", sorted(RIGHT))
 def test_reference_solutions_pass_every_case(exercise_id, seed):
     exercise = EXERCISES[exercise_id]
-    for cases in (exercise.make_cases(torch.Generator().manual_seed(seed), False),
+    for cases in (instant_cases(exercise, seed),
                   hidden_cases(exercise, seed)):
         results = passed(exercise, RIGHT[exercise_id], cases)
         assert all(results), [case.note for case, ok in zip(cases, results) if not ok]
@@ -230,14 +230,14 @@ def test_the_lessons_code_fails_a_hidden_case(exercise_id, pasted, seed):
 def test_a_usual_slip_fails_the_instant_check_and_a_hidden_case(exercise_id, slip, seed):
     exercise = EXERCISES[exercise_id]
     assert not all(passed(exercise, slip, hidden_cases(exercise, seed)))
-    instant = exercise.make_cases(torch.Generator().manual_seed(seed), False)
+    instant = instant_cases(exercise, seed)
     assert not all(passed(exercise, slip, instant))
 
 
 def test_a_slip_gets_a_message_that_names_it():
     def message(exercise_id, function, index=0):
         exercise = EXERCISES[exercise_id]
-        case = exercise.make_cases(torch.Generator().manual_seed(0), False)[index]
+        case = instant_cases(exercise, 0)[index]
         return exercise.compare(function(*case.args), case)
 
     assert "`if pad_id:`" in message("embed.one_hot", one_hot_truthy_pad)

@@ -19,7 +19,7 @@ from llmkit.grading.forbid import Rules, Watch
 from llmkit.model import GPTConfig
 from llmkit.model.attention import CausalSelfAttention, causal_mask as llmkit_causal_mask
 
-from exercise_support import passed
+from exercise_support import instant_cases, passed
 
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENTS["05_attention"].exercises}
 SEEDS = [0, 1, 2]
@@ -206,10 +206,6 @@ WRONG = [("attention.weights", weights_unscaled, True),
          ("attention.entropy", entropy_nan, True),
          ("attention.entropy", entropy_bits, True),
          ("attention.entropy", entropy_summed, True)]
-
-
-def instant_cases(exercise, seed):
-    return exercise.make_cases(torch.Generator().manual_seed(seed), False)
 
 
 def test_every_task_is_checked():

@@ -17,7 +17,7 @@ from llmkit.grading.forbid import Rules, Watch
 from llmkit.model import GPT, MLP, Block, GPTConfig
 from llmkit.model.gpt2 import convert_state_dict, rename
 
-from exercise_support import passed
+from exercise_support import instant_cases, passed
 
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENTS["06_the_transformer"].exercises}
 SEEDS = [0, 1, 2]
@@ -264,10 +264,6 @@ WRONG = [("transformer.mlp", mlp_exact_gelu, True),
          ("transformer.gpt", gpt_without_final_norm, True),
          ("transformer.hf_weight", hf_transposes_every_matrix, True),
          ("transformer.hf_weight", hf_keeps_prefix_check, True)]
-
-
-def instant_cases(exercise, seed):
-    return exercise.make_cases(torch.Generator().manual_seed(seed), False)
 
 
 def test_every_task_is_checked():

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from llmkit.grading import ASSIGNMENTS, check
 from llmkit.grading.exercise import hidden_cases
 
-from exercise_support import passed
+from exercise_support import instant_cases, passed
 
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENTS["07_pretraining"].exercises}
 
@@ -220,7 +220,7 @@ def test_every_task_is_checked_and_the_points_add_up():
 @pytest.mark.parametrize("exercise_id", sorted(RIGHT))
 def test_reference_solutions_pass_every_case(exercise_id, seed):
     exercise = EXERCISES[exercise_id]
-    for cases in (exercise.make_cases(torch.Generator().manual_seed(seed), False),
+    for cases in (instant_cases(exercise, seed),
                   hidden_cases(exercise, seed)):
         assert all(passed(exercise, RIGHT[exercise_id], cases)), exercise_id
 
@@ -245,14 +245,13 @@ def test_a_usual_slip_fails_a_hidden_case_and_the_instant_check(exercise_id, wro
     exercise = EXERCISES[exercise_id]
     assert not all(passed(exercise, wrong, hidden_cases(exercise, seed)))
     if named:
-        instant = exercise.make_cases(torch.Generator().manual_seed(seed), False)
+        instant = instant_cases(exercise, seed)
         assert not all(passed(exercise, wrong, instant))
 
 
 def test_the_instant_check_tries_unequal_micro_batches_and_ignored_targets():
     for seed in range(5):
-        cases = EXERCISES["pretrain.accumulate"].make_cases(torch.Generator().manual_seed(seed),
-                                                             False)
+        cases = instant_cases(EXERCISES["pretrain.accumulate"], seed)
         sizes = [[len(t) for _, t in case.args[1]] for case in cases]
         assert any(len(set(s)) > 1 for s in sizes)
         assert any((t == -100).any() for case in cases for _, t in case.args[1])
@@ -260,15 +259,15 @@ def test_the_instant_check_tries_unequal_micro_batches_and_ignored_targets():
 
 def test_slips_get_a_message_that_names_them():
     exercise = EXERCISES["pretrain.accumulate"]
-    case = exercise.make_cases(torch.Generator().manual_seed(0), False)[0]
+    case = instant_cases(exercise, 0)[0]
     assert "whatever its size" in exercise.compare(lesson_accumulation(*case.args), case)
-    case = exercise.make_cases(torch.Generator().manual_seed(0), False)[1]
+    case = instant_cases(exercise, 0)[1]
     assert "counted targets" in exercise.compare(accumulation_by_rows(*case.args), case)
     exercise = EXERCISES["pretrain.clip"]
-    case = exercise.make_cases(torch.Generator().manual_seed(0), False)[0]
+    case = instant_cases(exercise, 0)[0]
     assert "unscale first" in exercise.compare(clip_before_unscaling(*case.args), case)
     exercise = EXERCISES["pretrain.learning_rate"]
-    case = next(c for c in exercise.make_cases(torch.Generator().manual_seed(0), False)
+    case = next(c for c in instant_cases(exercise, 0)
                 if c.args[0] == 0 and c.args[3] > 0)
     assert "warmup" in exercise.compare(schedule_warmup_off_by_one(*case.args), case)
 

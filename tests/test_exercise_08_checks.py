@@ -13,7 +13,7 @@ import torch
 from llmkit.grading import ASSIGNMENTS, check
 from llmkit.grading.exercise import hidden_cases
 
-from exercise_support import passed
+from exercise_support import instant_cases, passed
 
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENTS["08_generation"].exercises}
 
@@ -210,7 +210,7 @@ def test_every_task_is_checked_and_the_points_add_up():
 @pytest.mark.parametrize("exercise_id", sorted(RIGHT))
 def test_reference_solutions_pass_every_case(exercise_id, seed):
     exercise = EXERCISES[exercise_id]
-    for cases in (exercise.make_cases(torch.Generator().manual_seed(seed), False),
+    for cases in (instant_cases(exercise, seed),
                   hidden_cases(exercise, seed)):
         assert all(passed(exercise, RIGHT[exercise_id], cases)), exercise_id
 
@@ -229,27 +229,27 @@ def test_a_usual_slip_fails_a_hidden_case_and_the_instant_check(exercise_id, wro
     exercise = EXERCISES[exercise_id]
     assert not all(passed(exercise, wrong, hidden_cases(exercise, seed)))
     if named:
-        instant = exercise.make_cases(torch.Generator().manual_seed(seed), False)
+        instant = instant_cases(exercise, seed)
         assert not all(passed(exercise, wrong, instant))
 
 
 def test_the_instant_check_tries_k_at_and_above_the_vocabulary():
     for seed in range(5):
-        cases = EXERCISES["generation.top_k"].make_cases(torch.Generator().manual_seed(seed), False)
+        cases = instant_cases(EXERCISES["generation.top_k"], seed)
         ks = [(int(k), case.args[0].shape[-1]) for case in cases for k in case.args[1]]
         assert any(k == V for k, V in ks) and any(k > V for k, V in ks)
 
 
 def test_slips_get_a_message_that_names_them():
     exercise = EXERCISES["generation.repetition_penalty"]
-    cases = exercise.make_cases(torch.Generator().manual_seed(0), False)
+    cases = instant_cases(exercise, 0)
     assert "exactly once" in exercise.compare(penalty_per_occurrence(*cases[0].args), cases[0])
     assert "multiply it instead" in exercise.compare(penalty_divides_every_sign(*cases[1].args),
                                                       cases[1])
     assert "window" in exercise.compare(penalty_without_window(*cases[2].args), cases[2])
     exercise = EXERCISES["generation.top_p"]
     messages = [exercise.compare(top_p_mass_after(*case.args), case)
-                for case in exercise.make_cases(torch.Generator().manual_seed(0), False)]
+                for case in instant_cases(exercise, 0)]
     assert "takes the sum past p" in next(m for m in messages if m)
 
 

@@ -14,12 +14,11 @@ import string
 from collections import Counter
 
 import pytest
-import torch
 
 from llmkit.grading import ASSIGNMENTS, check
 from llmkit.grading.exercise import hidden_cases
 
-from exercise_support import passed, reference_solutions
+from exercise_support import instant_cases, passed, reference_solutions
 
 ASSIGNMENT = ASSIGNMENTS["10_applications"]
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENT.exercises}
@@ -31,7 +30,7 @@ def _cases(exercise_id, seed, hidden):
     exercise = EXERCISES[exercise_id]
     if hidden:
         return tuple(hidden_cases(exercise, seed))
-    return tuple(exercise.make_cases(torch.Generator().manual_seed(seed), False))
+    return tuple(instant_cases(exercise, seed))
 
 
 def _copy(value):

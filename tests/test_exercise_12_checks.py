@@ -18,7 +18,7 @@ from llmkit.grading.checks import rules_for
 from llmkit.grading.exercise import hidden_cases
 from llmkit.grading.forbid import Watch
 
-from exercise_support import passed
+from exercise_support import instant_cases, passed
 
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENTS["12_future_trends"].exercises}
 CHECKS = sys.modules["llmkit_exercise_checks.12_future_trends"]   # loaded by ASSIGNMENTS
@@ -310,10 +310,6 @@ WRONG = [("future.swiglu_width", swiglu_width_floor),
          ("future.cached_attention", cached_rotating_cache_again)]
 
 
-def instant_cases(exercise_id, seed):
-    return EXERCISES[exercise_id].make_cases(torch.Generator().manual_seed(seed), False)
-
-
 def test_every_task_is_checked():
     assert set(EXERCISES) == set(RIGHT)
     assert sum(e.points for e in EXERCISES.values()) == 12
@@ -323,7 +319,7 @@ def test_every_task_is_checked():
 @pytest.mark.parametrize("exercise_id", sorted(RIGHT))
 def test_reference_solutions_pass_every_case(exercise_id, seed):
     exercise = EXERCISES[exercise_id]
-    for cases in (instant_cases(exercise_id, seed), hidden_cases(exercise, seed)):
+    for cases in (instant_cases(EXERCISES[exercise_id], seed), hidden_cases(exercise, seed)):
         assert all(passed(exercise, RIGHT[exercise_id], cases)), exercise_id
 
 
@@ -333,7 +329,7 @@ def test_reference_solutions_pass_every_case(exercise_id, seed):
 def test_a_usual_slip_fails_a_hidden_case_and_the_instant_check(exercise_id, wrong, seed):
     exercise = EXERCISES[exercise_id]
     assert not all(passed(exercise, wrong, hidden_cases(exercise, seed)))
-    assert not all(passed(exercise, wrong, instant_cases(exercise_id, seed)))
+    assert not all(passed(exercise, wrong, instant_cases(EXERCISES[exercise_id], seed)))
 
 
 @pytest.mark.parametrize("exercise_id, wrong, words", [
@@ -436,7 +432,7 @@ def test_attention_reference_agrees_with_llmkit_rope_and_fused_attention():
 def seen_by_the_grader(exercise_id, function):
     """What the grader's watch records while `function` runs on one instant case."""
     exercise = EXERCISES[exercise_id]
-    case = instant_cases(exercise_id, 0)[0]
+    case = instant_cases(EXERCISES[exercise_id], 0)[0]
     with Watch(rules_for(exercise)) as watch:
         with watch.recording():
             function(*case.args)
