@@ -1,12 +1,15 @@
-"""What the exercise-check tests share: run a function on cases as the grader does."""
+"""What the exercise-check tests share: draw cases, and run a function on them as the grader
+does."""
 
+import functools
 from pathlib import Path
 
 import nbformat
 import torch
 
 from llmkit.grading import ASSIGNMENTS, codec
-from llmkit.grading.exercise import judge, run_case
+from llmkit.grading.catalog import find_exercise
+from llmkit.grading.exercise import hidden_cases, judge, run_case
 
 SOURCES = Path(__file__).resolve().parents[1] / "exercises" / "source"
 
@@ -14,6 +17,14 @@ SOURCES = Path(__file__).resolve().parents[1] / "exercises" / "source"
 def instant_cases(exercise, seed: int) -> list:
     """The cases the check cell draws for `exercise` when its random seed is `seed`."""
     return exercise.make_cases(torch.Generator().manual_seed(seed), False)
+
+
+@functools.lru_cache(maxsize=None)
+def cached_cases(exercise_id: str, seed: int, hidden: bool) -> tuple:
+    """The hidden (or instant) cases of one exercise and seed, drawn once per test run:
+    building some takes seconds (a real AdamW step, a small model)."""
+    exercise = find_exercise(exercise_id)
+    return tuple(hidden_cases(exercise, seed) if hidden else instant_cases(exercise, seed))
 
 
 def passed(exercise, function, cases) -> list[bool]:

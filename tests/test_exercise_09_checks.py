@@ -9,7 +9,6 @@ text); and every finished piece a task rules out is reported forbidden.
 The lesson's code and the wrong solutions are written here by hand.
 """
 
-import functools
 from types import SimpleNamespace
 
 import pytest
@@ -17,9 +16,8 @@ import torch
 from torch import nn
 
 from llmkit.grading import ASSIGNMENTS, check
-from llmkit.grading.exercise import hidden_cases
 
-from exercise_support import instant_cases, passed, reference_solutions
+from exercise_support import cached_cases, passed, reference_solutions
 
 ASSIGNMENT = ASSIGNMENTS["09_fine_tuning"]
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENT.exercises}
@@ -27,14 +25,6 @@ WARM_UP = "finetune.lora_forward"
 
 
 RIGHT = reference_solutions("09_fine_tuning")
-
-
-@functools.lru_cache(maxsize=None)
-def _cases(exercise_id, seed, hidden):
-    exercise = EXERCISES[exercise_id]
-    if hidden:
-        return tuple(hidden_cases(exercise, seed))
-    return tuple(instant_cases(exercise, seed))
 
 
 # --- lesson 09's own code, pasted into each task's signature --------------------------------
@@ -227,7 +217,7 @@ def test_every_task_is_checked_and_the_points_add_up():
 def test_reference_solutions_pass_every_case(exercise_id, seed):
     exercise = EXERCISES[exercise_id]
     for hidden in (False, True):
-        results = passed(exercise, RIGHT[exercise_id], _cases(exercise_id, seed, hidden))
+        results = passed(exercise, RIGHT[exercise_id], cached_cases(exercise_id, seed, hidden))
         assert all(results), (exercise_id, hidden, results)
 
 
@@ -235,41 +225,41 @@ def test_reference_solutions_pass_every_case(exercise_id, seed):
 @pytest.mark.parametrize("exercise_id, wrong", LESSON + WRONG + CONSTANT, ids=_name)
 def test_the_lesson_code_slips_and_constants_fail_a_hidden_case(exercise_id, wrong, seed):
     exercise = EXERCISES[exercise_id]
-    assert not all(passed(exercise, wrong, _cases(exercise_id, seed, True)))
+    assert not all(passed(exercise, wrong, cached_cases(exercise_id, seed, True)))
 
 
 @pytest.mark.parametrize("exercise_id, wrong", LESSON + WRONG + CONSTANT, ids=_name)
 def test_the_instant_check_already_fails_them(exercise_id, wrong):
     exercise = EXERCISES[exercise_id]
     for seed in range(5):
-        assert not all(passed(exercise, wrong, _cases(exercise_id, seed, False))), seed
+        assert not all(passed(exercise, wrong, cached_cases(exercise_id, seed, False))), seed
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_warm_up_is_the_lessons_formula(seed):
     exercise = EXERCISES[WARM_UP]
     for hidden in (False, True):
-        assert all(passed(exercise, lesson_lora_forward, _cases(WARM_UP, seed, hidden)))
+        assert all(passed(exercise, lesson_lora_forward, cached_cases(WARM_UP, seed, hidden)))
 
 
 def test_slips_get_messages_that_name_them():
     exercise = EXERCISES["finetune.mean_pool"]
-    case = _cases("finetune.mean_pool", 0, False)[0]
+    case = cached_cases("finetune.mean_pool", 0, False)[0]
     assert "one position" in exercise.compare(lesson_pool_last(*case.args), case)
     assert "every position" in exercise.compare(mean_pool_everything(*case.args), case)
     exercise = EXERCISES["finetune.lora_forward"]
-    case = _cases("finetune.lora_forward", 0, False)[0]
+    case = cached_cases("finetune.lora_forward", 0, False)[0]
     assert "alpha divided by the rank" in exercise.compare(lora_scaled_by_alpha(*case.args), case)
     assert "bias is missing" in exercise.compare(lora_without_bias(*case.args), case)
     exercise = EXERCISES["finetune.chat_example"]
-    case = _cases("finetune.chat_example", 0, False)[1]
+    case = cached_cases("finetune.chat_example", 0, False)[1]
     message = exercise.compare(chat_last_reply_only(*case.args), case)
     assert "should be" in message and "every reply" in message
     exercise = EXERCISES["finetune.merge_conv1d"]
-    case = _cases("finetune.merge_conv1d", 0, False)[1]                  # a square weight
+    case = cached_cases("finetune.merge_conv1d", 0, False)[1]                  # a square weight
     assert "the other way round" in exercise.compare(lesson_merged(*case.args), case)
     exercise = EXERCISES["finetune.lora_count"]
-    case = _cases("finetune.lora_count", 0, False)[2]
+    case = cached_cases("finetune.lora_count", 0, False)[2]
     assert "counted twice" in exercise.compare(count_per_target(*case.args), case)
 
 
@@ -277,7 +267,7 @@ def test_slips_get_messages_that_name_them():
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_pooled_means_agree_with_nanmean(seed):
-    for case in _cases("finetune.mean_pool", seed, True):
+    for case in cached_cases("finetune.mean_pool", seed, True):
         hidden, idx, pad_id = case.args
         blanked = hidden.masked_fill((idx == pad_id)[:, :, None], float("nan"))
         torch.testing.assert_close(case.expected, blanked.nanmean(dim=1))
@@ -291,7 +281,7 @@ def test_chat_masks_agree_with_the_rendered_text(seed):
     from llmkit.tokenizers import CharTokenizer
 
     tokenizer = CharTokenizer.train("abcdefghij klmnop.?" + "\n")    # the check's characters
-    for case in _cases("finetune.chat_example", seed, True):
+    for case in cached_cases("finetune.chat_example", seed, True):
         turns, markers = case.args
         spelled = {markers[role]: f"<|{role}|>" for role in ("system", "user", "assistant")}
         spelled[markers["end"]] = END_OF_TURN
@@ -325,7 +315,7 @@ def _peft_lora(base, name, rank, alpha, A, B, fan_in_fan_out=False):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_lora_outputs_agree_with_peft(seed):
-    for case in _cases("finetune.lora_forward", seed, True):
+    for case in cached_cases("finetune.lora_forward", seed, True):
         x, weight, bias, A, B, alpha = case.args
         base = nn.Linear(weight.shape[1], weight.shape[0])
         with torch.no_grad():
@@ -340,7 +330,7 @@ def test_lora_outputs_agree_with_peft(seed):
 def test_conv1d_merges_agree_with_peft(seed):
     from transformers.pytorch_utils import Conv1D
 
-    for case in _cases("finetune.merge_conv1d", seed, True):
+    for case in cached_cases("finetune.merge_conv1d", seed, True):
         weight, A, B, alpha = case.args
         base = Conv1D(nf=weight.shape[1], nx=weight.shape[0])        # weight (in, out)
         with torch.no_grad():
@@ -369,7 +359,7 @@ def _model_of(layers):
 def test_parameter_counts_agree_with_peft(seed):
     from peft import LoraConfig, inject_adapter_in_model
 
-    for case in _cases("finetune.lora_count", seed, True):
+    for case in cached_cases("finetune.lora_count", seed, True):
         layers, targets, rank = case.args
         model = inject_adapter_in_model(
             LoraConfig(r=rank, lora_alpha=rank, target_modules=list(targets), bias="none"),
@@ -502,7 +492,7 @@ def test_every_task_has_a_forbidden_route_here():
 def test_the_finished_pieces_are_reported_forbidden(exercise_id, cheat, monkeypatch):
     monkeypatch.delenv("LLMKIT_CHECK_STRICT", raising=False)
     exercise = EXERCISES[exercise_id]
-    case = _cases(exercise_id, 0, False)[0]
+    case = cached_cases(exercise_id, 0, False)[0]
     assert exercise.compare(cheat(*case.args), case) is None     # the route works...
     result = check(exercise_id, cheat)
     assert result.status == "forbidden", str(result)                  # ...and is caught

@@ -16,21 +16,12 @@ from collections import Counter
 import pytest
 
 from llmkit.grading import ASSIGNMENTS, check
-from llmkit.grading.exercise import hidden_cases
 
-from exercise_support import instant_cases, passed, reference_solutions
+from exercise_support import cached_cases, passed, reference_solutions
 
 ASSIGNMENT = ASSIGNMENTS["10_applications"]
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENT.exercises}
 RIGHT = reference_solutions("10_applications")
-
-
-@functools.lru_cache(maxsize=None)
-def _cases(exercise_id, seed, hidden):
-    exercise = EXERCISES[exercise_id]
-    if hidden:
-        return tuple(hidden_cases(exercise, seed))
-    return tuple(instant_cases(exercise, seed))
 
 
 def _copy(value):
@@ -392,7 +383,7 @@ def test_every_task_is_checked_and_the_points_add_up():
 def test_reference_solutions_pass_every_case(exercise_id, seed):
     exercise = EXERCISES[exercise_id]
     for hidden in (False, True):
-        results = passed(exercise, RIGHT[exercise_id], _cases(exercise_id, seed, hidden))
+        results = passed(exercise, RIGHT[exercise_id], cached_cases(exercise_id, seed, hidden))
         assert all(results), (exercise_id, hidden, results)
 
 
@@ -400,28 +391,28 @@ def test_reference_solutions_pass_every_case(exercise_id, seed):
 @pytest.mark.parametrize("exercise_id, wrong", LESSON + WRONG + CONSTANT, ids=_name)
 def test_the_lesson_code_slips_and_constants_fail_a_hidden_case(exercise_id, wrong, seed):
     exercise = EXERCISES[exercise_id]
-    assert not all(passed(exercise, wrong, _cases(exercise_id, seed, True)))
+    assert not all(passed(exercise, wrong, cached_cases(exercise_id, seed, True)))
 
 
 @pytest.mark.parametrize("exercise_id, wrong", LESSON + WRONG + CONSTANT, ids=_name)
 def test_the_instant_check_already_fails_them(exercise_id, wrong):
     exercise = EXERCISES[exercise_id]
     for seed in range(5):
-        assert not all(passed(exercise, wrong, _cases(exercise_id, seed, False))), seed
+        assert not all(passed(exercise, wrong, cached_cases(exercise_id, seed, False))), seed
 
 
 def test_slips_get_messages_that_name_them():
     exercise = EXERCISES["applications.squad_em"]
-    case = _cases("applications.squad_em", 0, False)[1]
+    case = cached_cases("applications.squad_em", 0, False)[1]
     assert "percentage" in exercise.compare(squad_share_not_percent(*case.args), case)
     exercise = EXERCISES["applications.trim"]
     messages = [exercise.compare(trim_drops_the_system_prompt(*c.args), c)
-                for c in _cases("applications.trim", 0, False)]
+                for c in cached_cases("applications.trim", 0, False)]
     assert any(m and "system prompt is always kept" in m for m in messages)
-    case = next(c for c in _cases("applications.trim", 0, False) if c.expected is None)
+    case = next(c for c in cached_cases("applications.trim", 0, False) if c.expected is None)
     assert "return None" in exercise.compare([], case)
     exercise = EXERCISES["applications.chrf"]
-    case = _cases("applications.chrf", 0, False)[1]                      # chrF++: 6, 2, 2
+    case = cached_cases("applications.chrf", 0, False)[1]                      # chrF++: 6, 2, 2
     assert "word orders are missing" in exercise.compare(lesson_chrf(*case.args), case)
     assert "one F-score per order" in exercise.compare(chrf_averages_f_scores(*case.args), case)
 
@@ -448,7 +439,7 @@ def squad_v11_normalize_answer(s):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_squad_expected_values_follow_the_official_script(seed):
-    for case in _cases("applications.squad_em", seed, True):
+    for case in cached_cases("applications.squad_em", seed, True):
         predictions, references = case.args
         hits = [max(squad_v11_normalize_answer(p) == squad_v11_normalize_answer(a) for a in answers)
                 for p, answers in zip(predictions, references)]
@@ -460,7 +451,7 @@ def test_rouge_expected_values_are_rouge_scores(seed):
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL", "rougeLsum"], use_stemmer=False)
-    for case in _cases("applications.rouge_l", seed, True):
+    for case in cached_cases("applications.rouge_l", seed, True):
         prediction, reference = case.args
         scores = scorer.score(reference, prediction)
         assert case.expected == pytest.approx(scores["rougeL"].fmeasure)
@@ -472,7 +463,7 @@ def test_rouge_expected_values_are_rouge_scores(seed):
 def test_chrf_expected_values_are_sacrebleus(seed):
     import sacrebleu
 
-    for case in _cases("applications.chrf", seed, True):
+    for case in cached_cases("applications.chrf", seed, True):
         hypotheses, references, char_order, word_order, beta = case.args
         metric = sacrebleu.CHRF(char_order=char_order, word_order=word_order, beta=beta)
         assert case.expected == pytest.approx(metric.corpus_score(hypotheses, [references]).score)
@@ -498,7 +489,7 @@ def test_trim_expected_values_follow_the_chat_session(seed, monkeypatch):
         return ids, None
 
     monkeypatch.setattr(chat, "encode_chat", encode_chat)
-    for case in _cases("applications.trim", seed, True):
+    for case in cached_cases("applications.trim", seed, True):
         messages, limit = case.args
         session = chat.ChatSession.__new__(chat.ChatSession)
         session.messages = list(messages)

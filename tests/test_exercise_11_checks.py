@@ -6,28 +6,18 @@ that calls the lesson's finished pieces is reported forbidden.
 The wrong solutions are written here by hand, one per slip the cases are built to catch.
 """
 
-import functools
 import math
 
 import numpy as np
 import pytest
 
 from llmkit.grading import ASSIGNMENTS, check
-from llmkit.grading.exercise import hidden_cases
 
-from exercise_support import instant_cases, passed, reference_solutions
+from exercise_support import cached_cases, passed, reference_solutions
 
 ASSIGNMENT = ASSIGNMENTS["11_scaling_up"]
 EXERCISES = {exercise.id: exercise for exercise in ASSIGNMENT.exercises}
 RIGHT = reference_solutions("11_scaling_up")
-
-
-@functools.lru_cache(maxsize=None)
-def _cases(exercise_id, seed, hidden):
-    exercise = EXERCISES[exercise_id]
-    if hidden:
-        return tuple(hidden_cases(exercise, seed))
-    return tuple(instant_cases(exercise, seed))
 
 
 # --- the lesson's own code, pasted as the answer (or the closest the lesson shows) -----------
@@ -214,7 +204,7 @@ def test_every_task_is_checked():
 def test_reference_solutions_pass_every_case(exercise_id, seed):
     exercise = EXERCISES[exercise_id]
     for hidden in (False, True):
-        results = passed(exercise, RIGHT[exercise_id], _cases(exercise_id, seed, hidden))
+        results = passed(exercise, RIGHT[exercise_id], cached_cases(exercise_id, seed, hidden))
         assert all(results), (exercise_id, hidden, results)
 
 
@@ -222,40 +212,40 @@ def test_reference_solutions_pass_every_case(exercise_id, seed):
 @pytest.mark.parametrize("exercise_id, wrong", LESSON + WRONG, ids=_name)
 def test_the_lesson_code_and_each_slip_fail_a_hidden_case(exercise_id, wrong, seed):
     exercise = EXERCISES[exercise_id]
-    assert not all(passed(exercise, wrong, _cases(exercise_id, seed, True)))
+    assert not all(passed(exercise, wrong, cached_cases(exercise_id, seed, True)))
 
 
 @pytest.mark.parametrize("exercise_id, wrong", LESSON + WRONG, ids=_name)
 def test_the_instant_check_already_fails_them(exercise_id, wrong):
     exercise = EXERCISES[exercise_id]
     for seed in range(5):
-        assert not all(passed(exercise, wrong, _cases(exercise_id, seed, False))), seed
+        assert not all(passed(exercise, wrong, cached_cases(exercise_id, seed, False))), seed
 
 
 def test_slips_get_messages_that_name_them():
     exercise = EXERCISES["scaling.memory_per_gpu"]
-    case = next(c for c in _cases("scaling.memory_per_gpu", 0, False)
+    case = next(c for c in cached_cases("scaling.memory_per_gpu", 0, False)
                 if c.args[3] == "bf16" and c.args[2] >= 1)
     assert "master copy" in exercise.compare(memory_without_master_copy(*case.args), case)
-    case = next(c for c in _cases("scaling.memory_per_gpu", 0, False) if c.args[2] == 2)
+    case = next(c for c in cached_cases("scaling.memory_per_gpu", 0, False) if c.args[2] == 2)
     assert "rounded up" in exercise.compare(memory_shards_rounded_down(*case.args), case)
 
     exercise = EXERCISES["scaling.size_for_loss"]
-    case = next(c for c in _cases("scaling.size_for_loss", 0, False)
+    case = next(c for c in cached_cases("scaling.size_for_loss", 0, False)
                 if "close to the floor" in c.note)
     assert "offset" in exercise.compare(size_from_a_straight_line(*case.args), case)
     assert "refine" in exercise.compare(size_from_the_lessons_fit(*case.args), case)
-    below = next(c for c in _cases("scaling.size_for_loss", 0, False) if math.isinf(c.expected))
+    below = next(c for c in cached_cases("scaling.size_for_loss", 0, False) if math.isinf(c.expected))
     assert "no size reaches it" in exercise.compare(size_from_a_straight_line(*below.args), below)
 
     exercise = EXERCISES["scaling.compute_optimal"]
-    case = _cases("scaling.compute_optimal", 0, False)[0]
+    case = cached_cases("scaling.compute_optimal", 0, False)[0]
     assert "budget" in exercise.compare(optimal_without_the_six(*case.args), case)
     assert "rates of change" in exercise.compare(optimal_with_equal_terms(*case.args), case)
     assert "20 tokens" in exercise.compare(optimal_at_twenty_tokens(*case.args), case)
 
     exercise = EXERCISES["scaling.accumulation_plan"]
-    case = _cases("scaling.accumulation_plan", 0, False)[1]          # 14 rows, at most 5
+    case = cached_cases("scaling.accumulation_plan", 0, False)[1]          # 14 rows, at most 5
     assert "not the global batch" in exercise.compare(plan_fewest_steps_then_divide(*case.args),
                                                       case)
 
