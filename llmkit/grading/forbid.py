@@ -111,29 +111,32 @@ def _collect(target, label: str, codes: dict, builtins: dict, seen: set) -> None
             # _generate_next_value_ and object.__new__, which every enum in the program runs.
             function = getattr(member, "__func__", member)
             if (inspect.isfunction(function) or inspect.isbuiltin(function)) \
-                    and getattr(function, "__module__", None) != target.__module__:
+                    and not _defined_in(function, target.__module__):
                 continue
             _collect(member, f"{label}.{attribute}", codes, builtins, seen)
         return
     if inspect.ismodule(target):
         # A module's own functions and classes; a package's also come from its submodules
         # (sacrebleu's metrics, peft's LoRA live there), loaded ones included.
-        name = target.__name__
-        inside = (name + ".") if hasattr(target, "__path__") else None
+        package = hasattr(target, "__path__")
         for attribute, member in vars(target).items():
             if inspect.ismodule(member):
-                if inside and member.__name__.startswith(inside):
+                if package and member.__name__.startswith(target.__name__ + "."):
                     _collect(member, f"{label}.{attribute}", codes, builtins, seen)
-                continue
-            home = getattr(member, "__module__", None) or ""
-            own = home == name or (inside is not None and home.startswith(inside))
-            if own and (inspect.isfunction(member) or inspect.isclass(member)):
+            elif (inspect.isfunction(member) or inspect.isclass(member)) \
+                    and _defined_in(member, target.__name__, package):
                 _collect(member, f"{label}.{attribute}", codes, builtins, seen)
         return
     if callable(target):  # e.g. a functools.partial or an object with __call__
         call = getattr(type(target), "__call__", None)
         if inspect.isfunction(call):
             _collect(call, label, codes, builtins, seen)
+
+
+def _defined_in(member, module: str, package: bool = False) -> bool:
+    """Whether `member` was defined in `module` (or, for a package, in one of its modules)."""
+    home = getattr(member, "__module__", None) or ""
+    return home == module or (package and home.startswith(module + "."))
 
 
 _TOP_LEVEL: set = set()  # code objects that are a function's own (not a nested listcomp)
